@@ -1,0 +1,144 @@
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.db.models import Count, QuerySet
+from django.http import HttpRequest
+
+from accounts.models import ApiKey, Membership, Organization, User
+from accounts.services import api_key_revoke, organization_change_tier
+from billing.models import Tier
+
+
+@admin.register(User)
+class UserAdmin(DjangoUserAdmin):
+    ordering = ["email"]
+    list_display = ["email", "name", "is_staff", "is_active", "date_joined", "last_login"]
+    list_filter = ["is_staff", "is_superuser", "is_active"]
+    search_fields = ["email", "name"]
+    fieldsets = [
+        (None, {"fields": ["email", "password"]}),
+        ("Profile", {"fields": ["name"]}),
+        (
+            "Permissions",
+            {"fields": ["is_active", "is_staff", "is_superuser", "groups", "user_permissions"]},
+        ),
+        ("Dates", {"fields": ["last_login", "date_joined"]}),
+    ]
+    add_fieldsets = [(None, {"classes": ["wide"], "fields": ["email", "password1", "password2"]})]
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 0
+    autocomplete_fields = ["user"]
+
+
+def _change_tier_action(tier: Tier):
+    def action(modeladmin, request: HttpRequest, queryset: QuerySet[Organization]) -> None:
+        for organization in queryset.select_related("tier"):
+            organization_change_tier(organization=organization, tier=tier, actor=request.user)
+        modeladmin.message_user(
+            request, f"Moved {queryset.count()} organisation(s) to {tier.name}.", messages.SUCCESS
+        )
+
+    action.__name__ = f"move_to_{tier.slug}"
+    return action, action.__name__, f"Change tier to {tier.name}"
+
+
+@admin.register(Organization)
+class OrganizationAdmin(admin.ModelAdmin):
+    list_display = [
+        "name",
+        "slug",
+        "tier",
+        "monthly_budget_eur",
+        "content_logging",
+        "member_count",
+        "created_at",
+    ]
+    list_filter = ["tier", "content_logging", "is_personal"]
+    search_fields = ["name", "slug", "memberships__user__email"]
+    readonly_fields = ["id", "created_at"]
+    inlines = [MembershipInline]
+    list_select_related = ["tier"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(_members=Count("memberships"))
+
+    @admin.display(ordering="_members", description="Members")
+    def member_count(self, obj: Organization) -> int:
+        return obj._members
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        if request.user.has_perm("accounts.change_organization"):
+            for tier in Tier.objects.all():
+                action, name, description = _change_tier_action(tier)
+                actions[name] = (action, name, description)
+        return actions
+
+    def save_model(self, request, obj: Organization, form, change: bool) -> None:
+        # Tier changes go through the service so they are audited like any other.
+        if change and "tier" in form.changed_data:
+            new_tier = obj.tier
+            obj.tier = Organization.objects.get(pk=obj.pk).tier
+            super().save_model(request, obj, form, change)
+            organization_change_tier(organization=obj, tier=new_tier, actor=request.user)
+            return
+        super().save_model(request, obj, form, change)
+
+
+@admin.register(Membership)
+class MembershipAdmin(admin.ModelAdmin):
+    list_display = ["user", "organization", "role", "created_at"]
+    list_filter = ["role"]
+    search_fields = ["user__email", "organization__name"]
+    autocomplete_fields = ["user", "organization"]
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    """Keys are created from the API, the dashboard or ``manage.py apikey_create``: the
+    secret can be shown only once, which an admin page cannot guarantee."""
+
+    list_display = [
+        "name",
+        "masked",
+        "organization",
+        "created_by",
+        "created_at",
+        "last_used_at",
+        "expires_at",
+        "revoked_at",
+    ]
+    list_filter = ["organization__tier", ("revoked_at", admin.EmptyFieldListFilter)]
+    search_fields = ["name", "prefix", "last4", "organization__name", "created_by__email"]
+    list_select_related = ["organization", "created_by"]
+    exclude = ["digest"]
+    readonly_fields = [
+        "id",
+        "masked",
+        "organization",
+        "created_by",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+        "revoked_by",
+    ]
+    actions = ["revoke_keys"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.display(description="Key")
+    def masked(self, obj: ApiKey) -> str:
+        return obj.masked
+
+    @admin.action(description="Revoke selected keys", permissions=["change"])
+    def revoke_keys(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        revoked = 0
+        for api_key in queryset.filter(revoked_at__isnull=True):
+            api_key_revoke(api_key=api_key, revoked_by=request.user)
+            revoked += 1
+        self.message_user(request, f"Revoked {revoked} key(s).", messages.SUCCESS)

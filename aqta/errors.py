@@ -1,0 +1,228 @@
+"""The one error vocabulary of Aqta: ``{"error": {"message", "type", "code", "param"?}}``.
+
+Both planes raise :class:`AqtaError` (or let a framework exception be translated here),
+so a client sees one shape for every failure, and the OpenAI SDK maps the status to its
+typed exceptions. Nothing here ever renders a stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django_ratelimit.exceptions import Ratelimited
+from rest_framework import exceptions as drf
+from rest_framework.response import Response
+
+logger = logging.getLogger("aqta.errors")
+
+# Error ``type`` per HTTP status, as OpenAI-compatible clients expect them.
+ERROR_TYPES: dict[int, str] = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "insufficient_quota",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    409: "conflict_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    429: "rate_limit_error",
+    500: "server_error",
+    502: "api_error",
+    503: "service_unavailable",
+    504: "timeout_error",
+}
+
+
+class AqtaError(Exception):
+    """An error a client is meant to see, with its status and machine-readable code."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int = 400,
+        code: str = "invalid_request",
+        param: str | None = None,
+        type: str | None = None,
+        retry_after: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code
+        self.param = param
+        self.type = type or ERROR_TYPES.get(status, "invalid_request_error")
+        self.retry_after = retry_after
+
+    def body(self) -> dict[str, Any]:
+        return error_body(
+            self.message,
+            code=self.code,
+            type=self.type,
+            param=self.param,
+            retry_after=self.retry_after,
+        )
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)} if self.retry_after is not None else {}
+
+
+def error_body(
+    message: str,
+    *,
+    code: str,
+    type: str,
+    param: str | None = None,
+    retry_after: int | None = None,
+) -> dict[str, Any]:
+    error: dict[str, Any] = {"message": message, "type": type, "code": code}
+    if param is not None:
+        error["param"] = param
+    if retry_after is not None:
+        error["retry_after"] = retry_after
+    return {"error": error}
+
+
+def not_found(message: str = "Not found.") -> AqtaError:
+    return AqtaError(message, status=404, code="not_found")
+
+
+def json_error(error: AqtaError) -> JsonResponse:
+    response = JsonResponse(error.body(), status=error.status)
+    for name, value in error.headers().items():
+        response[name] = value
+    return response
+
+
+# --- DRF --------------------------------------------------------------------------------
+
+
+def _first_field_error(detail: Any, prefix: str = "") -> tuple[str | None, str, str]:
+    """(param, message, code) of the first problem in a DRF ValidationError detail."""
+    if isinstance(detail, dict):
+        for field, value in detail.items():
+            name = field if field != "non_field_errors" else None
+            param, message, code = _first_field_error(value)
+            full = ".".join(p for p in (prefix, name, param) if p) or None
+            return full, message, code
+    if isinstance(detail, list) and detail:
+        return _first_field_error(detail[0], prefix)
+    code = getattr(detail, "code", "invalid") or "invalid"
+    return (prefix or None), str(detail), code
+
+
+def _validation_error(exc: drf.ValidationError) -> AqtaError:
+    param, message, code = _first_field_error(exc.detail)
+    missing = code in {"required", "null", "blank"}
+    if param and message and not message.lower().startswith(param.split(".")[-1]):
+        message = f"{param}: {message}"
+    return AqtaError(
+        message or "Invalid request.",
+        status=400,
+        code="missing_parameter" if missing else "invalid_parameter",
+        param=param,
+    )
+
+
+def translate(exc: Exception) -> AqtaError | None:
+    """Map framework exceptions to an :class:`AqtaError`; None means "unexpected"."""
+    if isinstance(exc, AqtaError):
+        return exc
+    if isinstance(exc, Ratelimited):
+        return AqtaError(
+            "Too many requests; slow down and try again shortly.",
+            status=429,
+            code="rate_limit_exceeded",
+            retry_after=60,
+        )
+    if isinstance(exc, drf.ValidationError):
+        return _validation_error(exc)
+    if isinstance(exc, drf.ParseError):
+        return AqtaError(f"Malformed request body: {exc.detail}", code="invalid_json")
+    if isinstance(exc, drf.UnsupportedMediaType):
+        return AqtaError(str(exc.detail), status=415, code="unsupported_media_type")
+    if isinstance(exc, drf.NotAuthenticated | drf.AuthenticationFailed):
+        code = exc.get_codes() if isinstance(exc.get_codes(), str) else "not_authenticated"
+        return AqtaError(str(exc.detail), status=401, code=str(code))
+    if isinstance(exc, drf.PermissionDenied | DjangoPermissionDenied):
+        message = str(getattr(exc, "detail", "") or exc or "Permission denied.")
+        code = "csrf_failed" if message.startswith("CSRF Failed") else "permission_denied"
+        return AqtaError(message, status=403, code=code)
+    if isinstance(exc, drf.NotFound | Http404):
+        return not_found()
+    if isinstance(exc, drf.MethodNotAllowed):
+        return AqtaError(str(exc.detail), status=405, code="method_not_allowed")
+    if isinstance(exc, drf.NotAcceptable):
+        return AqtaError(str(exc.detail), status=406, code="not_acceptable")
+    if isinstance(exc, drf.Throttled):
+        return AqtaError(
+            "Too many requests.", status=429, code="rate_limit_exceeded", retry_after=exc.wait
+        )
+    if isinstance(exc, drf.APIException):
+        return AqtaError(str(exc.detail), status=exc.status_code, code=str(exc.default_code))
+    return None
+
+
+def drf_exception_handler(exc: Exception, context: dict) -> Response | None:
+    error = translate(exc)
+    if error is None:
+        logger.exception("Unhandled error in %s", context.get("view").__class__.__name__)
+        error = AqtaError("Internal server error.", status=500, code="internal_error")
+    response = Response(error.body(), status=error.status, headers=error.headers())
+    if error.status == 401:
+        response["WWW-Authenticate"] = 'Bearer realm="aqta"'
+    return response
+
+
+# --- Plain Django views and handlers -----------------------------------------------------
+
+
+def ratelimited_view(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """django-ratelimit's view for non-DRF pages (e.g. the HTML login)."""
+    return _page_or_json(request, translate(Ratelimited()), "429.html")  # type: ignore[arg-type]
+
+
+def _wants_json(request: HttpRequest) -> bool:
+    return request.path.startswith(("/api/", "/v1/")) or "application/json" in request.headers.get(
+        "Accept", ""
+    )
+
+
+def _page_or_json(request: HttpRequest, error: AqtaError, template: str) -> HttpResponse:
+    if _wants_json(request):
+        return json_error(error)
+    # Page rendering needs the template engine; imported here so the data plane never does.
+    from django.template import loader
+
+    try:
+        body = loader.get_template(template).render({"error": error}, request)
+    except Exception:  # a broken template must not turn a 404 into a 500
+        body = f"<h1>{error.status}</h1><p>{error.message}</p>"
+    return HttpResponse(body, status=error.status)
+
+
+def handler400(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    return _page_or_json(request, AqtaError("Bad request.", code="bad_request"), "400.html")
+
+
+def handler403(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    err = AqtaError("Permission denied.", status=403, code="permission_denied")
+    return _page_or_json(request, err, "403.html")
+
+
+def handler404(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    return _page_or_json(request, not_found(), "404.html")
+
+
+def handler500(request: HttpRequest) -> HttpResponse:
+    err = AqtaError("Internal server error.", status=500, code="internal_error")
+    return _page_or_json(request, err, "500.html")
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    err = AqtaError(f"CSRF Failed: {reason}", status=403, code="csrf_failed")
+    return _page_or_json(request, err, "403.html")

@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from allauth.account.decorators import secure_admin_login
+from allauth.account.views import LoginView
+from django.conf import settings
+from django.contrib import admin
+from django.urls import include, path
+from django.views.generic import TemplateView
+from django_ratelimit.decorators import ratelimit
+
+# The admin login goes through allauth's login (its rate limits, MFA), and the HTML
+# login shares the API login's per-IP throttle group.
+admin.site.login = secure_admin_login(admin.site.login)
+admin.site.site_header = "Aqta operations"
+admin.site.site_title = "Aqta admin"
+
+throttled_login = ratelimit(
+    group="auth-login",
+    key="ip",
+    rate=lambda group, request: settings.AQTA_API_LOGIN_RATE,
+    method="POST",
+    block=True,
+)(LoginView.as_view())
+
+urlpatterns = [
+    path("", TemplateView.as_view(template_name="index.html"), name="home"),
+    path("admin/", admin.site.urls),
+    path("accounts/login/", throttled_login, name="account_login"),
+    path("accounts/", include("allauth.urls")),
+    path("api/", include("accounts.urls")),
+]
+
+handler400 = "aqta.errors.handler400"
+handler403 = "aqta.errors.handler403"
+handler404 = "aqta.errors.handler404"
+handler500 = "aqta.errors.handler500"

@@ -1,0 +1,62 @@
+"""Writes to the price book: price and rate changes close the open period first."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from django.db import transaction
+from django.utils import timezone
+
+from aqta.errors import AqtaError
+from billing.models import ExchangeRate, LanguageModel, ModelPrice
+from billing.pricing import Usage, cost_usd, usd_to_eur
+from billing.selectors import model_price_at, usd_eur_rate_at
+
+
+@transaction.atomic
+def model_price_set(
+    *, model: LanguageModel, valid_from: datetime | None = None, **prices: Decimal | int | None
+) -> ModelPrice:
+    """Start a new price for ``model``; the open one ends where the new one begins."""
+    valid_from = valid_from or timezone.now()
+    current = (
+        ModelPrice.objects.select_for_update().filter(model=model, valid_to__isnull=True).first()
+    )
+    if current is not None:
+        if current.valid_from >= valid_from:
+            raise AqtaError("A new price must start after the current one.", param="valid_from")
+        current.valid_to = valid_from
+        current.save(update_fields=["valid_to"])
+    return ModelPrice.objects.create(model=model, valid_from=valid_from, **prices)
+
+
+@transaction.atomic
+def exchange_rate_set(*, rate: Decimal, valid_from: datetime | None = None) -> ExchangeRate:
+    valid_from = valid_from or timezone.now()
+    if rate <= 0:
+        raise AqtaError("An exchange rate must be positive.", param="rate")
+    current = (
+        ExchangeRate.objects.select_for_update()
+        .filter(base="USD", quote="EUR", valid_to__isnull=True)
+        .first()
+    )
+    if current is not None:
+        if current.valid_from >= valid_from:
+            raise AqtaError("A new rate must start after the current one.", param="valid_from")
+        current.valid_to = valid_from
+        current.save(update_fields=["valid_to"])
+    return ExchangeRate.objects.create(rate=rate, valid_from=valid_from)
+
+
+def call_cost_eur(*, model: LanguageModel, usage: Usage, at: datetime | None = None) -> Decimal:
+    """EUR cost of a call made at ``at`` with the prices and rate valid then."""
+    at = at or timezone.now()
+    price = model_price_at(model=model, at=at)
+    if price is None:
+        raise AqtaError(
+            f"No price is valid for {model.model_id} at {at:%Y-%m-%d %H:%M}.",
+            status=503,
+            code="price_missing",
+        )
+    return usd_to_eur(cost_usd(price, usage), usd_eur_rate_at(at=at))
