@@ -8,6 +8,7 @@ from django.http import HttpRequest
 from accounts.models import ApiKey, Membership, Organization, User
 from accounts.services import api_key_revoke, organization_change_tier
 from billing.models import Tier
+from compliance.services import audit_event_record
 
 
 @admin.register(User)
@@ -78,15 +79,27 @@ class OrganizationAdmin(admin.ModelAdmin):
                 actions[name] = (action, name, description)
         return actions
 
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # Organisations are born with an owner (signup, or `manage.py org_create`).
+        return False
+
     def save_model(self, request, obj: Organization, form, change: bool) -> None:
-        # Tier changes go through the service so they are audited like any other.
-        if change and "tier" in form.changed_data:
-            new_tier = obj.tier
+        # Tier changes go through the service; every other change is audited here.
+        changed = [name for name in form.changed_data if name != "tier"]
+        new_tier = obj.tier
+        if "tier" in form.changed_data:
             obj.tier = Organization.objects.get(pk=obj.pk).tier
-            super().save_model(request, obj, form, change)
-            organization_change_tier(organization=obj, tier=new_tier, actor=request.user)
-            return
         super().save_model(request, obj, form, change)
+        if changed:
+            audit_event_record(
+                action="organization.updated",
+                organization=obj,
+                actor=request.user,
+                target=str(obj.pk),
+                data={name: str(form.cleaned_data.get(name)) for name in changed},
+            )
+        if "tier" in form.changed_data:
+            organization_change_tier(organization=obj, tier=new_tier, actor=request.user)
 
 
 @admin.register(Membership)
@@ -116,6 +129,8 @@ class ApiKeyAdmin(admin.ModelAdmin):
     search_fields = ["name", "prefix", "last4", "organization__name", "created_by__email"]
     list_select_related = ["organization", "created_by"]
     exclude = ["digest"]
+    # Overrides are validated against the tier when a key is created; operators revoke and
+    # re-issue rather than edit them here, where that validation would be bypassed.
     readonly_fields = [
         "id",
         "masked",
@@ -123,8 +138,12 @@ class ApiKeyAdmin(admin.ModelAdmin):
         "created_by",
         "created_at",
         "last_used_at",
+        "expires_at",
         "revoked_at",
         "revoked_by",
+        "rate_limit_per_minute",
+        "allowed_models",
+        "monthly_budget_eur",
     ]
     actions = ["revoke_keys"]
 

@@ -12,6 +12,7 @@ from django.http import HttpResponseRedirect
 from django.middleware.csrf import get_token
 from django.utils.http import url_has_allowed_host_and_scheme
 from rest_framework import serializers, status
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -81,11 +82,13 @@ def me_data(request: Request) -> dict:
             "organizations": [organization_data(api_key.organization)],
         }
     memberships = list(memberships_for_user(user=user))
-    current = _current_membership(request)
+    current = _current_membership(request) if memberships else None
     return {
         "user": {"id": user.pk, "email": user.email, "name": user.name},
         "api_key": None,
-        "organization": organization_data(current.organization, current.role),
+        "organization": (
+            organization_data(current.organization, current.role) if current else None
+        ),
         "organizations": [organization_data(m.organization, m.role) for m in memberships],
     }
 
@@ -161,6 +164,7 @@ class AuthLoginApi(APIView):
                 status=401,
                 code="mfa_required",
             )
+        request.user = django_request.user
         get_token(django_request)
         return Response(me_data(request))
 
@@ -216,6 +220,7 @@ class AuthOAuthSigninApi(APIView):
 
     authentication_classes = []
     permission_classes = [AllowAny]
+    parser_classes = [JSONParser, FormParser, MultiPartParser]
 
     class Input(serializers.Serializer):
         provider = serializers.ChoiceField(choices=["google", "microsoft"])

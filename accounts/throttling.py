@@ -10,9 +10,14 @@ from aqta.errors import AqtaError
 
 
 def throttle(request, *, group: str, rate: str, key: str | Callable) -> None:
-    """Count this request in ``group``; over ``rate`` it is refused with 429."""
+    """Count this request in ``group``; over ``rate`` it is refused with 429.
+
+    Counts are kept per HTTP method set, like django-ratelimit's decorator with
+    ``method="POST"``, so a POST counted here and one counted by a decorated page view
+    (the HTML login) share one bucket.
+    """
     usage = get_usage(
-        request, group=group, key=key, rate=rate, method=get_usage.ALL, increment=True
+        request, group=group, key=key, rate=rate, method=request.method, increment=True
     )
     if usage is not None and usage["should_limit"]:
         raise AqtaError(

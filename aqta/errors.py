@@ -45,7 +45,7 @@ class AqtaError(Exception):
         message: str,
         *,
         status: int = 400,
-        code: str = "invalid_request",
+        code: str | None = None,
         param: str | None = None,
         type: str | None = None,
         retry_after: int | None = None,
@@ -53,7 +53,8 @@ class AqtaError(Exception):
         super().__init__(message)
         self.message = message
         self.status = status
-        self.code = code
+        # A field at fault without a more specific code is an invalid parameter.
+        self.code = code or ("invalid_parameter" if param else "invalid_request")
         self.param = param
         self.type = type or ERROR_TYPES.get(status, "invalid_request_error")
         self.retry_after = retry_after

@@ -1,8 +1,58 @@
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin
 
+from aqta.errors import AqtaError
 from billing.models import ExchangeRate, LanguageModel, ModelPrice, Tier
+from billing.services import exchange_rate_set, model_price_set, period_start_check
+
+PRICE_FIELDS = [
+    "input_usd_per_mtok",
+    "output_usd_per_mtok",
+    "cached_input_usd_per_mtok",
+    "cache_write_usd_per_mtok",
+    "long_context_threshold_tokens",
+    "long_input_usd_per_mtok",
+    "long_output_usd_per_mtok",
+    "request_fee_low_usd",
+    "request_fee_medium_usd",
+    "request_fee_high_usd",
+]
+
+
+class ModelPriceForm(forms.ModelForm):
+    def clean(self):
+        data = super().clean()
+        if data.get("model") and data.get("valid_from"):
+            try:
+                period_start_check(data["model"].prices.all(), data["valid_from"])
+            except AqtaError as error:
+                self.add_error("valid_from", error.message)
+        return data
+
+
+class ExchangeRateForm(forms.ModelForm):
+    def clean(self):
+        data = super().clean()
+        if data.get("valid_from"):
+            rows = ExchangeRate.objects.filter(base="USD", quote="EUR")
+            try:
+                period_start_check(rows, data["valid_from"])
+            except AqtaError as error:
+                self.add_error("valid_from", error.message)
+        return data
+
+
+class DatedPeriodAdmin(admin.ModelAdmin):
+    """Prices and rates are history: a new one is added (closing the open one through the
+    service); an existing period is never edited or deleted."""
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return obj is None and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
 
 
 @admin.register(Tier)
@@ -24,17 +74,16 @@ class TierAdmin(admin.ModelAdmin):
 
 
 class ModelPriceInline(admin.TabularInline):
+    """Read-only price history; new prices are added on the Model prices page."""
+
     model = ModelPrice
     extra = 0
-    fields = [
-        "input_usd_per_mtok",
-        "output_usd_per_mtok",
-        "cached_input_usd_per_mtok",
-        "cache_write_usd_per_mtok",
-        "request_fee_low_usd",
-        "valid_from",
-        "valid_to",
-    ]
+    fields = [*PRICE_FIELDS, "valid_from", "valid_to"]
+    readonly_fields = fields
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
 
 
 @admin.register(LanguageModel)
@@ -53,7 +102,7 @@ class LanguageModelAdmin(admin.ModelAdmin):
 
 
 @admin.register(ModelPrice)
-class ModelPriceAdmin(admin.ModelAdmin):
+class ModelPriceAdmin(DatedPeriodAdmin):
     list_display = [
         "model",
         "input_usd_per_mtok",
@@ -66,11 +115,23 @@ class ModelPriceAdmin(admin.ModelAdmin):
     search_fields = ["model__model_id"]
     list_select_related = ["model"]
     date_hierarchy = "valid_from"
+    fields = ["model", *PRICE_FIELDS, "valid_from"]
+    form = ModelPriceForm
+
+    def save_model(self, request, obj: ModelPrice, form, change: bool) -> None:
+        prices = {name: form.cleaned_data.get(name) for name in PRICE_FIELDS}
+        saved = model_price_set(model=obj.model, valid_from=obj.valid_from, **prices)
+        obj.pk = saved.pk
 
 
 @admin.register(ExchangeRate)
-class ExchangeRateAdmin(admin.ModelAdmin):
+class ExchangeRateAdmin(DatedPeriodAdmin):
     list_display = ["base", "quote", "rate", "valid_from", "valid_to"]
     list_filter = ["base", "quote"]
     search_fields = ["base", "quote"]
     date_hierarchy = "valid_from"
+    fields = ["rate", "valid_from"]
+    form = ExchangeRateForm
+
+    def save_model(self, request, obj: ExchangeRate, form, change: bool) -> None:
+        obj.pk = exchange_rate_set(rate=obj.rate, valid_from=obj.valid_from).pk

@@ -164,6 +164,10 @@ class ExchangeRate(models.Model):
         ordering = ["base", "quote", "-valid_from"]
         constraints = [
             models.CheckConstraint(condition=Q(rate__gt=0), name="exchange_rate_positive"),
+            models.CheckConstraint(
+                condition=Q(valid_to__isnull=True) | Q(valid_to__gt=models.F("valid_from")),
+                name="exchange_rate_period_valid",
+            ),
             models.UniqueConstraint(
                 fields=["base", "quote"],
                 condition=Q(valid_to__isnull=True),

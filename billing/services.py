@@ -14,20 +14,33 @@ from billing.pricing import Usage, cost_usd, usd_to_eur
 from billing.selectors import model_price_at, usd_eur_rate_at
 
 
+def period_start_check(rows, valid_from: datetime) -> None:
+    """A new period of one model's prices (or one currency pair's rates) must start after
+    every recorded period, so that a change never rewrites what a past call cost."""
+    bounds = [b for row in rows for b in (row.valid_from, row.valid_to) if b is not None]
+    if bounds and valid_from <= max(bounds):
+        raise AqtaError(
+            f"The new period must start after {max(bounds):%Y-%m-%d %H:%M} (existing history).",
+            param="valid_from",
+        )
+
+
+def _close_open_period(rows: list, valid_from: datetime) -> None:
+    """End the open period of the locked ``rows`` where the new one begins."""
+    period_start_check(rows, valid_from)
+    for row in rows:
+        if row.valid_to is None:
+            row.valid_to = valid_from
+            row.save(update_fields=["valid_to"])
+
+
 @transaction.atomic
 def model_price_set(
     *, model: LanguageModel, valid_from: datetime | None = None, **prices: Decimal | int | None
 ) -> ModelPrice:
     """Start a new price for ``model``; the open one ends where the new one begins."""
     valid_from = valid_from or timezone.now()
-    current = (
-        ModelPrice.objects.select_for_update().filter(model=model, valid_to__isnull=True).first()
-    )
-    if current is not None:
-        if current.valid_from >= valid_from:
-            raise AqtaError("A new price must start after the current one.", param="valid_from")
-        current.valid_to = valid_from
-        current.save(update_fields=["valid_to"])
+    _close_open_period(list(ModelPrice.objects.select_for_update().filter(model=model)), valid_from)
     return ModelPrice.objects.create(model=model, valid_from=valid_from, **prices)
 
 
@@ -36,16 +49,8 @@ def exchange_rate_set(*, rate: Decimal, valid_from: datetime | None = None) -> E
     valid_from = valid_from or timezone.now()
     if rate <= 0:
         raise AqtaError("An exchange rate must be positive.", param="rate")
-    current = (
-        ExchangeRate.objects.select_for_update()
-        .filter(base="USD", quote="EUR", valid_to__isnull=True)
-        .first()
-    )
-    if current is not None:
-        if current.valid_from >= valid_from:
-            raise AqtaError("A new rate must start after the current one.", param="valid_from")
-        current.valid_to = valid_from
-        current.save(update_fields=["valid_to"])
+    rows = ExchangeRate.objects.select_for_update().filter(base="USD", quote="EUR")
+    _close_open_period(list(rows), valid_from)
     return ExchangeRate.objects.create(rate=rate, valid_from=valid_from)
 
 

@@ -67,7 +67,7 @@ class Migration(migrations.Migration):
             ],
             options={
                 'ordering': ['base', 'quote', '-valid_from'],
-                'constraints': [models.CheckConstraint(condition=models.Q(('rate__gt', 0)), name='exchange_rate_positive'), models.UniqueConstraint(condition=models.Q(('valid_to__isnull', True)), fields=('base', 'quote'), name='one_open_rate_per_pair')],
+                'constraints': [models.CheckConstraint(condition=models.Q(('rate__gt', 0)), name='exchange_rate_positive'), models.CheckConstraint(condition=models.Q(('valid_to__isnull', True), ('valid_to__gt', models.F('valid_from')), _connector='OR'), name='exchange_rate_period_valid'), models.UniqueConstraint(condition=models.Q(('valid_to__isnull', True)), fields=('base', 'quote'), name='one_open_rate_per_pair')],
             },
         ),
         migrations.CreateModel(

@@ -16,20 +16,22 @@ class Command(BaseCommand):
     def add_arguments(self, parser) -> None:
         parser.add_argument("organization", help="Organisation id or slug.")
         parser.add_argument("--name", required=True)
-        parser.add_argument("--expires-in-days", type=int)
+        parser.add_argument("--expires-in-days", type=int, help="Whole days, at least 1.")
         parser.add_argument("--rate-limit", type=int, help="Requests per minute for this key.")
         parser.add_argument("--allowed-model", action="append", default=[], dest="models")
 
     def handle(self, *args, organization: str, name: str, **options) -> None:
         org = organization_lookup(organization)
         days = options.get("expires_in_days")
+        if days is not None and days < 1:
+            raise CommandError("--expires-in-days must be at least 1.")
         try:
             api_key, secret = api_key_create(
                 organization=org,
                 created_by=None,
                 actor_label="cli",
                 name=name,
-                expires_at=timezone.now() + timedelta(days=days) if days else None,
+                expires_at=timezone.now() + timedelta(days=days) if days is not None else None,
                 rate_limit_per_minute=options.get("rate_limit"),
                 allowed_models=options["models"],
             )

@@ -5,12 +5,12 @@ import secrets
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from accounts.models import ApiKey, Membership, User
+from accounts.models import ApiKey, Membership, Role, User
 from accounts.services import api_key_create, api_key_revoke, organization_create
 from billing.selectors import tier_get
 
 DEMO_EMAIL = "demo@aqta.local"
-DEMO_ORG_SLUG = "demo"
+DEMO_ORG_NAME = "Demo"
 DEMO_KEY_NAME = "demo"
 
 
@@ -29,18 +29,16 @@ class Command(BaseCommand):
         user.set_password(password)
         user.save(update_fields=["password"])
         membership = (
-            Membership.objects.filter(user=user, organization__slug=DEMO_ORG_SLUG)
-            .select_related("organization")
+            Membership.objects.filter(user=user, role=Role.OWNER, organization__name=DEMO_ORG_NAME)
+            .select_related("organization__tier")
             .first()
         )
-        if membership is None:
-            organization = organization_create(
-                name="Demo", owner=user, tier=tier_get(slug="pro"), actor_label="demo_setup"
-            )
-            organization.slug = DEMO_ORG_SLUG
-            organization.save(update_fields=["slug"])
-        else:
+        if membership is not None:
             organization = membership.organization
+        else:
+            organization = organization_create(
+                name=DEMO_ORG_NAME, owner=user, tier=tier_get(slug="pro"), actor_label="demo_setup"
+            )
         old = ApiKey.objects.filter(
             organization=organization, name=DEMO_KEY_NAME, revoked_at__isnull=True
         )
