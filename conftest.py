@@ -8,6 +8,14 @@ from django.core.cache import cache
 from rest_framework.test import APIClient
 
 
+def pytest_configure(config) -> None:
+    # The hashed-manifest storage needs `collectstatic`; tests render pages without it.
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+
+
 def pytest_report_header(config) -> list[str]:
     db = settings.DATABASES["default"]
     cache_backend = settings.CACHES["default"]["BACKEND"].rsplit(".", 1)[-1]
