@@ -29,6 +29,7 @@ run: install
 test: install
 	SECRET_KEY=$${SECRET_KEY:-test-secret-key-not-for-production} \
 	AQTA_API_KEY_PEPPER=$${AQTA_API_KEY_PEPPER:-test-pepper-not-for-production} \
+	AQTA_ENCRYPTION_KEYS=$${AQTA_ENCRYPTION_KEYS:-dHR0dHR0dHR0dHR0dHR0dHR0dHR0dHR0dHR0dHR0dHQ=} \
 	$(BIN)/pytest
 
 lint: install

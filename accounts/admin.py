@@ -5,6 +5,7 @@ from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 
+from accounts.key_records import key_records_invalidate
 from accounts.models import ApiKey, Membership, Organization, User
 from accounts.services import api_key_revoke, organization_change_tier
 from billing.models import Tier
@@ -90,6 +91,7 @@ class OrganizationAdmin(admin.ModelAdmin):
         if "tier" in form.changed_data:
             obj.tier = Organization.objects.get(pk=obj.pk).tier
         super().save_model(request, obj, form, change)
+        key_records_invalidate(organization=obj)
         if changed:
             audit_event_record(
                 action="organization.updated",

@@ -86,6 +86,9 @@ class Organization(models.Model):
     monthly_request_quota = models.PositiveBigIntegerField(
         null=True, blank=True, help_text="Overrides the tier quota (custom limits)."
     )
+    response_cache = models.BooleanField(
+        default=False, help_text="Answer identical non-streaming requests from the cache."
+    )
     loop_guard_threshold = models.PositiveIntegerField(null=True, blank=True)
     loop_guard_window_seconds = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -11,6 +11,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from accounts import keys
+from accounts.key_records import key_records_invalidate
 from accounts.models import ApiKey, Membership, Organization, Role, User
 from aqta.errors import AqtaError
 from billing.models import Tier
@@ -70,6 +71,7 @@ def organization_change_tier(
         return organization
     organization.tier = tier
     organization.save(update_fields=["tier"])
+    key_records_invalidate(organization=organization)
     audit_event_record(
         action="organization.tier_changed",
         organization=organization,
@@ -170,6 +172,7 @@ def api_key_revoke(
     locked.revoked_at = timezone.now()
     locked.revoked_by = revoked_by if getattr(revoked_by, "pk", None) else None
     locked.save(update_fields=["revoked_at", "revoked_by"])
+    key_records_invalidate(api_key=locked)
     audit_event_record(
         action="api_key.revoked",
         organization=locked.organization,

@@ -54,6 +54,16 @@ def envint(name: str, default: int) -> int:
         raise ImproperlyConfigured(f"{name} must be an integer, got {value!r}") from None
 
 
+def envfloat(name: str, default: float) -> float:
+    value = env(name)
+    if value is None or value == "":
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, got {value!r}") from None
+
+
 def envlist(name: str, default: list[str]) -> list[str]:
     value = env(name)
     if value is None:
@@ -97,6 +107,27 @@ SECRET_KEY = required_secret("SECRET_KEY", "secret_key")
 # Server-side pepper for API-key digests (HMAC-SHA256). Never stored in the database:
 # a database dump alone cannot be used to test guessed keys.
 AQTA_API_KEY_PEPPER = required_secret("AQTA_API_KEY_PEPPER", "api_key_pepper")
+
+
+def _encryption_keys() -> list[str]:
+    """Fernet keys (urlsafe base64 of 32 bytes); embedded mode derives one from a local secret."""
+    value = env("AQTA_ENCRYPTION_KEYS")
+    if value:
+        return [k.strip() for k in value.split(",") if k.strip()]
+    if EMBEDDED:
+        import base64
+        import hashlib
+
+        seed = _local_secret("encryption_key").encode()
+        return [base64.urlsafe_b64encode(hashlib.sha256(seed).digest()).decode()]
+    raise ImproperlyConfigured(
+        "AQTA_ENCRYPTION_KEYS is not set. Outside the embedded mode Aqta needs it to encrypt "
+        "provider credentials and logged content; generate one with `python -c 'from "
+        "cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`."
+    )
+
+
+AQTA_ENCRYPTION_KEYS = _encryption_keys()
 
 DEBUG = envbool("DEBUG", False)
 ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
@@ -375,6 +406,14 @@ CELERY_TIMEZONE = "UTC"
 
 # --- Aqta -------------------------------------------------------------------------------
 AQTA_DEFAULT_TIER = env("AQTA_DEFAULT_TIER", "free")
+# Data plane (/v1).
+AQTA_MAX_REQUEST_BYTES = envint("AQTA_MAX_REQUEST_BYTES", 10 * 1024 * 1024)
+AQTA_UPSTREAM_CONNECT_TIMEOUT = envfloat("AQTA_UPSTREAM_CONNECT_TIMEOUT", 5.0)
+AQTA_UPSTREAM_READ_TIMEOUT = envfloat("AQTA_UPSTREAM_READ_TIMEOUT", 120.0)
+AQTA_UPSTREAM_RETRIES = envint("AQTA_UPSTREAM_RETRIES", 2)
+AQTA_UPSTREAM_POOL_SIZE = envint("AQTA_UPSTREAM_POOL_SIZE", 200)
+AQTA_CACHE_TTL_SECONDS = envint("AQTA_CACHE_TTL_SECONDS", 3600)
+AQTA_CATALOG_REFRESH_SECONDS = envfloat("AQTA_CATALOG_REFRESH_SECONDS", 30.0)
 # Keys are touched (last_used_at) at most this often, so a busy key is not a write per call.
 AQTA_KEY_TOUCH_INTERVAL_SECONDS = envint("AQTA_KEY_TOUCH_INTERVAL_SECONDS", 60)
 

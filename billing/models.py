@@ -83,6 +83,16 @@ class LanguageModel(models.Model):
     context_window = models.PositiveIntegerField(null=True, blank=True)
     max_output_tokens = models.PositiveIntegerField(null=True, blank=True)
     is_active = models.BooleanField(default=True)
+    endpoint = models.ForeignKey(
+        "gateway.ProviderEndpoint",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        help_text="Empty = the provider's default endpoint (admin or environment).",
+    )
+    upstream_model_id = models.CharField(
+        max_length=120, blank=True, help_text="Model id sent upstream; empty = model_id."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -18,6 +18,7 @@ import pytest
 from aqta.settings import database_from_url
 
 ROOT = Path(__file__).resolve().parent.parent
+FERNET_KEY = "dGVzdC1rZXktdGVzdC1rZXktdGVzdC1rZXktMzJieXQ="
 PROBE = (
     "import json, django; django.setup(); from django.conf import settings as s; "
     "print(json.dumps({'db': s.DATABASES['default']['ENGINE'], "
@@ -47,7 +48,7 @@ def test_with_no_environment_it_runs_embedded(tmp_path):
     assert seen["eager"] is True and seen["broker"] == "memory://"
     assert seen["debug"] is False
     # Generated secrets live outside the database, readable by the owner only.
-    for name in ("secret_key", "api_key_pepper"):
+    for name in ("secret_key", "api_key_pepper", "encryption_key"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o600
 
 
@@ -57,6 +58,7 @@ def test_with_database_and_redis_urls_it_uses_postgres_pool_and_redis(tmp_path):
         "REDIS_URL": "redis://cache.internal:6379/2",
         "SECRET_KEY": "s" * 50,
         "AQTA_API_KEY_PEPPER": "p" * 50,
+        "AQTA_ENCRYPTION_KEYS": FERNET_KEY,
         "AQTA_VAR_DIR": str(tmp_path),
     }
     result = _run(["-c", PROBE], env)
@@ -71,12 +73,13 @@ def test_with_database_and_redis_urls_it_uses_postgres_pool_and_redis(tmp_path):
     assert not list(tmp_path.iterdir()), "no local secrets outside the embedded mode"
 
 
-@pytest.mark.parametrize("missing", ["SECRET_KEY", "AQTA_API_KEY_PEPPER"])
+@pytest.mark.parametrize("missing", ["SECRET_KEY", "AQTA_API_KEY_PEPPER", "AQTA_ENCRYPTION_KEYS"])
 def test_a_missing_secret_outside_embedded_mode_stops_start_up_clearly(missing):
     env = {
         "DATABASE_URL": "postgres://aqta@127.0.0.1:5432/aqta",
         "SECRET_KEY": "s" * 50,
         "AQTA_API_KEY_PEPPER": "p" * 50,
+        "AQTA_ENCRYPTION_KEYS": FERNET_KEY,
     }
     del env[missing]
     result = _run(["manage.py", "check"], env)
@@ -92,6 +95,7 @@ def test_secrets_can_come_from_files(tmp_path):
         "REDIS_URL": "redis://127.0.0.1:6379/0",
         "SECRET_KEY_FILE": str(tmp_path / "key"),
         "AQTA_API_KEY_PEPPER": "p" * 50,
+        "AQTA_ENCRYPTION_KEYS": FERNET_KEY,
     }
     probe = (
         "import django; django.setup(); from django.conf import settings as s; print(s.SECRET_KEY)"
@@ -113,6 +117,7 @@ def test_check_deploy_passes_with_production_settings():
         "REDIS_URL": "redis://127.0.0.1:6379/0",
         "SECRET_KEY": secrets.token_urlsafe(50),
         "AQTA_API_KEY_PEPPER": secrets.token_urlsafe(50),
+        "AQTA_ENCRYPTION_KEYS": FERNET_KEY,
         "ALLOWED_HOSTS": "aqta.example.com",
         "SECURE_SSL_REDIRECT": "true",
     }

@@ -1,0 +1,638 @@
+"""The /v1 data plane: an ASGI app, routed from ``aqta/asgi.py``.
+
+Per call: authenticate the key (cached record), validate, one Redis round trip for every
+admission policy, optionally the response cache, the provider call (pooled aiohttp,
+retries before the first byte), the answer (JSON or SSE passed through), then budget
+settlement and the trace record in one pipeline. No database access on this path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+import time
+import uuid
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import aiohttp
+import orjson
+from django.conf import settings
+from redis.exceptions import RedisError
+
+from accounts.key_records import KeyRecord, digest_for
+from aqta import redis as aqta_redis
+from aqta.errors import AqtaError
+from billing.pricing import Usage
+from gateway import crypto, http, loopguard, metrics, policy, validation
+from gateway.catalog import Catalog, ModelEntry, catalog_load
+from gateway.keycache import KeyCache
+from gateway.providers import adapter_for
+from gateway.providers.base import StreamState
+from gateway.responsecache import ResponseCache
+from gateway.traces import LocalBuffer, RedisBuffer
+from gateway.upstream import open_response, provider_error, provider_timeout, session_create
+
+logger = logging.getLogger("aqta.gateway")
+
+INVALID_KEY = AqtaError("Invalid API key provided.", status=401, code="invalid_api_key")
+DEFAULT_COMPLETION_ESTIMATE = 512
+VERDICT_ERRORS = {
+    policy.QUOTA: ("quota_exceeded", 402, "Monthly request quota exhausted for this organisation."),
+    policy.BUDGET_ORG: (
+        "budget_exceeded",
+        402,
+        "Monthly EUR budget exhausted for this organisation.",
+    ),
+    policy.BUDGET_KEY: ("budget_exceeded", 402, "Monthly EUR budget exhausted for this API key."),
+}
+POLICY_NAMES = {
+    policy.RATE: "rate_limit",
+    policy.LOOP: "loop_guard",
+    policy.QUOTA: "quota",
+    policy.BUDGET_ORG: "budget_guard",
+    policy.BUDGET_KEY: "budget_guard",
+}
+
+
+@dataclass(slots=True)
+class Call:
+    """One /v1 request on its way through the gateway."""
+
+    trace_id: str
+    started: float
+    ts: float
+    record: KeyRecord | None = None
+    body: dict | None = None
+    raw: bytes = b""
+    model: ModelEntry | None = None
+    ask: policy.Ask | None = None
+    admission: policy.Admission | None = None
+    stream: bool = False
+    usage: Usage = field(default_factory=Usage)
+    cost_eur: Decimal = Decimal(0)
+    status: str = "passed"
+    http_status: int = 200
+    error_code: str = ""
+    policy: str = ""
+    cached: bool = False
+    loop_detected: bool = False
+    disconnected: bool = False
+    ttfb_ms: int | None = None
+    provider: str = ""
+    completion: str | None = None
+    cost_prevented: Decimal = Decimal(0)
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        admission = self.admission
+        if admission is not None:
+            limit, remaining, reset = admission.limit, admission.remaining, admission.reset
+        else:  # answered before admission: nothing was counted
+            limit = remaining = self.record.rate_limit_per_minute if self.record else 0
+            reset = 60
+        return [
+            (b"x-aqta-trace-id", self.trace_id.encode()),
+            (b"x-ratelimit-limit", str(limit).encode()),
+            (b"x-ratelimit-remaining", str(max(remaining, 0)).encode()),
+            (b"x-ratelimit-reset", str(reset).encode()),
+        ]
+
+    def aqta(self) -> dict:
+        return {
+            "trace_id": self.trace_id,
+            "cost_eur": str(self.cost_eur),
+            "provider": self.provider,
+            "status": self.status,
+            "cached": self.cached,
+            "loop_detected": self.loop_detected,
+        }
+
+
+class Gateway:
+    def __init__(self) -> None:
+        self.started = False
+        self.start_lock = asyncio.Lock()
+        self.stop = asyncio.Event()
+        self.tasks: list[asyncio.Task] = []
+        self.catalog: Catalog | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def startup(self) -> None:
+        async with self.start_lock:
+            if self.started:
+                return
+            self.session = session_create(
+                connect_timeout=settings.AQTA_UPSTREAM_CONNECT_TIMEOUT,
+                read_timeout=settings.AQTA_UPSTREAM_READ_TIMEOUT,
+                pool=settings.AQTA_UPSTREAM_POOL_SIZE,
+            )
+            self.redis = aqta_redis.async_client() if aqta_redis.enabled() else None
+            if self.redis is not None:
+                self.limiter = policy.RedisLimiter(self.redis)
+                self.buffer = RedisBuffer(self.redis)
+            else:
+                self.limiter = policy.LocalLimiter()
+                self.buffer = LocalBuffer()
+            self.keys = KeyCache(self.redis)
+            self.cache = ResponseCache(self.redis, settings.AQTA_CACHE_TTL_SECONDS)
+            self.catalog = await asyncio.to_thread(catalog_load)
+            self.stop.clear()
+            self.tasks = [
+                asyncio.create_task(self.buffer.run(self.stop)),
+                asyncio.create_task(self._refresh_catalog()),
+            ]
+            self.started = True
+
+    async def shutdown(self) -> None:
+        if not self.started:
+            return
+        self.stop.set()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.session.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+        self.started = False
+
+    async def _refresh_catalog(self) -> None:
+        interval = settings.AQTA_CATALOG_REFRESH_SECONDS
+        while not self.stop.is_set():
+            try:
+                await asyncio.wait_for(self.stop.wait(), interval)
+            except TimeoutError:
+                try:
+                    self.catalog = await asyncio.to_thread(catalog_load)
+                except Exception:
+                    logger.exception("catalogue refresh failed; keeping the previous one")
+
+    # --- routing -----------------------------------------------------------------------
+
+    async def __call__(self, scope, receive, send) -> None:
+        if not self.started:
+            await self.startup()
+        path = scope["path"]
+        method = scope["method"]
+        if path in ("/v1/chat/completions", "/chat/completions"):
+            if method == "POST":
+                return await self.chat(scope, receive, send)
+        elif path == "/v1/models" or path.startswith("/v1/models/"):
+            if method == "GET":
+                return await self.models(scope, send, path[len("/v1/models/") :] or None)
+        else:
+            return await self.reply_error(
+                send,
+                Call(uuid.uuid4().hex, time.perf_counter(), time.time()),
+                AqtaError(f"Unknown endpoint {path}.", status=404, code="not_found"),
+            )
+        return await self.reply_error(
+            send,
+            Call(uuid.uuid4().hex, time.perf_counter(), time.time()),
+            AqtaError(f"{method} is not allowed here.", status=405, code="method_not_allowed"),
+        )
+
+    # --- common steps ------------------------------------------------------------------
+
+    async def authenticate(self, scope) -> KeyRecord:
+        token = http.bearer(scope)
+        digest = digest_for(token) if token else None
+        record = await self.keys.get(digest) if digest else None
+        if record is None or (record.expires_at is not None and record.expires_at <= time.time()):
+            raise INVALID_KEY
+        return record
+
+    def allowed(self, record: KeyRecord, model: ModelEntry) -> bool:
+        if not record.all_models and not model.cost_effective:
+            return False
+        return not record.allowed_models or model.model_id in record.allowed_models
+
+    async def reply_error(self, send, call: Call, error: AqtaError) -> None:
+        call.http_status = error.status
+        call.error_code = error.code
+        body = error.body()
+        if call.record is not None:
+            body["aqta"] = call.aqta()
+        await http.send_json(
+            send, error.status, orjson.dumps(body), call.headers() + http.error_headers(error)
+        )
+
+    # --- GET /v1/models ------------------------------------------------------------------
+
+    async def models(self, scope, send, model_id: str | None) -> None:
+        call = Call(uuid.uuid4().hex, time.perf_counter(), time.time())
+        try:
+            call.record = await self.authenticate(scope)
+            if self.redis is not None and await self.keys.revoked(call.record):
+                raise INVALID_KEY
+            visible = [
+                m
+                for m in self.catalog.models.values()
+                if self.allowed(call.record, m) and adapter_for(m.provider) and m.endpoint
+            ]
+            data = [
+                {
+                    "id": m.model_id,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": m.provider,
+                    "provider": m.provider,
+                }
+                for m in sorted(visible, key=lambda m: m.model_id)
+            ]
+            if model_id is None:
+                body = {"object": "list", "data": data}
+            else:
+                body = next((m for m in data if m["id"] == model_id), None)
+                if body is None:
+                    raise AqtaError(
+                        f"The model `{model_id}` does not exist or you do not have access to it.",
+                        status=404,
+                        code="model_not_found",
+                        param="model",
+                    )
+        except AqtaError as error:
+            return await self.reply_error(send, call, error)
+        await http.send_json(send, 200, orjson.dumps(body), call.headers())
+
+    # --- POST /v1/chat/completions ---------------------------------------------------------
+
+    async def chat(self, scope, receive, send) -> None:
+        call = Call(uuid.uuid4().hex, time.perf_counter(), time.time())
+        try:
+            call.raw = await http.read_body(receive, settings.AQTA_MAX_REQUEST_BYTES)
+            call.record = await self.authenticate(scope)
+            call.body = self.parse(scope, call.raw)
+            call.stream = bool(call.body.get("stream"))
+            call.model = self.route(call)
+            await self.admit(call)
+        except AqtaError as error:
+            if call.admission is None:
+                call.status = "blocked"
+            await self.reply_error(send, call, error)
+            return await self.finish(call)
+        except ConnectionResetError:
+            return
+        use_cache = self.cache_wanted(scope, call)
+        task = asyncio.current_task()
+        watcher = asyncio.create_task(_watch_disconnect(receive, task, call))
+        try:
+            if use_cache and await self.answer_from_cache(send, call):
+                return
+            if call.stream:
+                await self.proxy_stream(send, call)
+            else:
+                await self.proxy_json(send, call, use_cache)
+        except AqtaError as error:
+            await self.reply_error(send, call, error)
+        except asyncio.CancelledError:
+            if not call.disconnected:
+                raise
+            task.uncancel()  # the client left; the call is still recorded and billed
+            call.http_status, call.error_code = 499, "client_disconnected"
+        finally:
+            watcher.cancel()
+            await self.finish(call)
+
+    def parse(self, scope, raw: bytes) -> dict:
+        content_type = http.header(scope, b"content-type")
+        if content_type is not None and not content_type.startswith(b"application/json"):
+            raise AqtaError(
+                "Content-Type must be application/json.", code="invalid_request", param=None
+            )
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as error:
+            raise AqtaError(f"Malformed JSON body: {error}.", code="invalid_json") from None
+        return validation.chat_request(body)
+
+    def route(self, call: Call) -> ModelEntry:
+        model_id = call.body["model"]
+        model = self.catalog.models.get(model_id)
+        if model is None:
+            raise AqtaError(
+                f"The model `{model_id}` does not exist or you do not have access to it.",
+                status=404,
+                code="model_not_found",
+                param="model",
+            )
+        call.provider = model.provider
+        if not self.allowed(call.record, model):
+            raise AqtaError(
+                f"Your plan or key does not allow `{model_id}`.",
+                status=403,
+                code="model_not_allowed",
+                param="model",
+            )
+        if model.endpoint is None or adapter_for(model.provider) is None:
+            raise AqtaError(
+                f"No provider is configured to serve `{model_id}`.",
+                status=503,
+                code="provider_not_configured",
+                param="model",
+            )
+        return model
+
+    def estimate_units(self, call: Call) -> int:
+        """Reserved cost of the call, in 1e-8 EUR: the prompt by size, the answer at its cap."""
+        body = call.body
+        completion = body.get("max_completion_tokens") or body.get("max_tokens")
+        completion = completion or min(
+            call.model.max_output_tokens or DEFAULT_COMPLETION_ESTIMATE, DEFAULT_COMPLETION_ESTIMATE
+        )
+        usage = Usage(
+            prompt_tokens=len(call.raw) // 4, completion_tokens=completion * (body.get("n") or 1)
+        )
+        eur = self.catalog.cost_eur(call.model, usage, call.ts)
+        return math.ceil(eur * policy.EUR_UNITS)
+
+    async def admit(self, call: Call) -> None:
+        record, body = call.record, call.body
+        budgets = record.org_budget_eur is not None or record.key_budget_eur is not None
+        call.ask = ask = policy.Ask(
+            org_id=record.org_id,
+            key_id=record.key_id,
+            request_id=call.trace_id,
+            rate_limit=record.rate_limit_per_minute,
+            quota=record.monthly_request_quota,
+            budget_org=_units(record.org_budget),
+            budget_key=_units(record.key_budget),
+            estimate=self.estimate_units(call) if budgets else 0,
+            fingerprint=loopguard.fingerprint(body["model"], body["messages"], body.get("tools")),
+            loop_threshold=record.loop_threshold,
+            loop_window=record.loop_window_seconds,
+            cycle=loopguard.repeats_a_cycle(body["messages"]),
+        )
+        try:
+            admission = await self.limiter.admit(ask, call.ts)
+        except (RedisError, OSError):
+            metrics.REDIS_ERRORS.inc()
+            if ask.quota is not None or budgets:
+                logger.error("redis unavailable: quota/budget cannot be checked; refusing")
+                raise AqtaError(
+                    "The gateway cannot check your quota right now; retry shortly.",
+                    status=503,
+                    code="service_unavailable",
+                    retry_after=1,
+                ) from None
+            logger.error("redis unavailable: rate limit not enforced for this call")
+            admission = policy.Admission(policy.OK, ask.rate_limit, ask.rate_limit, 60)
+        call.admission = admission
+        if admission.verdict == policy.OK:
+            return
+        call.ask = None  # nothing was reserved
+        call.status = "blocked"
+        call.policy = POLICY_NAMES.get(admission.verdict, "")
+        metrics.POLICY_REFUSALS.labels(call.policy or "revoked").inc()
+        if admission.verdict == policy.REVOKED:
+            call.status, call.policy = "blocked", ""
+            raise INVALID_KEY
+        if admission.verdict == policy.RATE:
+            raise AqtaError(
+                f"Rate limit of {admission.limit} requests per minute reached for this key.",
+                status=429,
+                code="rate_limit_exceeded",
+                retry_after=max(admission.reset, 1),
+            )
+        if admission.verdict == policy.LOOP:
+            call.status, call.loop_detected = "suppressed", True
+            call.cost_prevented = Decimal(self.estimate_units(call)) / policy.EUR_UNITS
+            raise AqtaError(
+                "Loop detected: this request repeats what this key just sent "
+                f"(policy loop_guard). Retry after {max(admission.retry_after, 1)} s.",
+                status=429,
+                code="loop_detected",
+                retry_after=max(admission.retry_after, 1),
+            )
+        code, status, message = VERDICT_ERRORS[admission.verdict]
+        raise AqtaError(message, status=status, code=code)
+
+    # --- response cache ------------------------------------------------------------------
+
+    def cache_wanted(self, scope, call: Call) -> bool:
+        if call.stream:
+            return False
+        asked = http.header(scope, b"x-aqta-cache")
+        if asked is not None:
+            return asked.lower() in (b"on", b"1", b"true")
+        return call.record.response_cache
+
+    def cache_key(self, call: Call) -> str:
+        return f"{call.record.org_id}:{hashlib.sha256(call.raw).hexdigest()}"
+
+    async def answer_from_cache(self, send, call: Call) -> bool:
+        hit = await self.cache.get(self.cache_key(call))
+        if hit is None:
+            return False
+        call.cached = True
+        call.provider = hit["provider"]
+        body = hit["body"]
+        body["aqta"] = call.aqta()
+        await http.send_json(send, 200, orjson.dumps(body), call.headers())
+        return True
+
+    # --- upstream ------------------------------------------------------------------------
+
+    async def _open(self, call: Call) -> aiohttp.ClientResponse:
+        model = call.model
+        adapter = adapter_for(model.provider)
+        request = adapter.build_request(model.endpoint, model, call.body, call.stream)
+        response = await open_response(
+            self.session,
+            request,
+            provider=call.provider,
+            retries=settings.AQTA_UPSTREAM_RETRIES,
+        )
+        if response.status != 200:
+            raw = await response.read()
+            response.release()
+            metrics.UPSTREAM_ERRORS.labels(call.provider, str(response.status)).inc()
+            message = adapter.error_message(response.status, raw)
+            raise provider_error(call.provider, _scrub(message, model), response.status)
+        return response
+
+    async def proxy_json(self, send, call: Call, use_cache: bool) -> None:
+        response = await self._open(call)
+        try:
+            raw = await response.read()
+        except (aiohttp.SocketTimeoutError, TimeoutError):
+            raise provider_timeout(call.provider) from None
+        except aiohttp.ClientError as error:
+            raise provider_error(call.provider, type(error).__name__) from None
+        finally:
+            response.release()
+        call.ttfb_ms = _ms(call.started)
+        try:
+            body, call.usage = adapter_for(call.model.provider).parse_response(raw)
+        except (ValueError, orjson.JSONDecodeError):
+            raise provider_error(call.provider, "unreadable answer", 200) from None
+        call.cost_eur = self.catalog.cost_eur(call.model, call.usage, call.ts)
+        if use_cache:
+            await self.cache.put(self.cache_key(call), {"provider": call.provider, "body": body})
+        if call.record.content_logging:
+            call.completion = orjson.dumps(body.get("choices")).decode()
+        body["aqta"] = call.aqta()
+        await http.send_json(send, 200, orjson.dumps(body), call.headers())
+
+    async def proxy_stream(self, send, call: Call) -> None:
+        response = await self._open(call)
+        adapter = adapter_for(call.model.provider)
+        options = call.body.get("stream_options") or {}
+        state = StreamState(
+            include_usage=bool(options.get("include_usage")),
+            keep_text=call.record.content_logging,
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [http.SSE, http.NO_CACHE, *call.headers()],
+            }
+        )
+        try:
+            try:
+                async for data in response.content.iter_any():
+                    events = adapter.translate_stream(data, state)
+                    if events:
+                        if call.ttfb_ms is None:
+                            call.ttfb_ms = _ms(call.started)
+                        await send(
+                            {
+                                "type": "http.response.body",
+                                "body": b"".join(events),
+                                "more_body": True,
+                            }
+                        )
+                    if state.done or state.error:
+                        break
+            except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError) as error:
+                logger.warning("upstream stream from %s broke: %s", call.provider, error)
+        finally:
+            response.release()
+            self._stream_usage(call, state)
+        if state.done:
+            tail = _sse(
+                {
+                    "id": (state.first or {}).get("id", "chatcmpl-" + call.trace_id),
+                    "object": "chat.completion.chunk",
+                    "created": (state.first or {}).get("created", int(call.ts)),
+                    "model": (state.first or {}).get("model", call.body["model"]),
+                    "choices": [],
+                    "aqta": call.aqta(),
+                }
+            )
+            await send({"type": "http.response.body", "body": tail + b"data: [DONE]\n\n"})
+            return
+        # Cut mid-way or an upstream error event: end with an error, never a fake [DONE].
+        call.http_status, call.error_code = 502, "provider_error"
+        metrics.UPSTREAM_ERRORS.labels(call.provider, "stream").inc()
+        error = state.error or _sse(
+            provider_error(call.provider, "the stream ended before it was complete").body()
+        )
+        await send({"type": "http.response.body", "body": error})
+
+    def _stream_usage(self, call: Call, state: StreamState) -> None:
+        if state.usage is not None:
+            call.usage = state.usage
+        else:  # cut short: bill what was seen (about one token per content chunk)
+            call.usage = Usage(
+                prompt_tokens=len(call.raw) // 4, completion_tokens=max(state.chunks - 1, 0)
+            )
+        call.cost_eur = self.catalog.cost_eur(call.model, call.usage, call.ts)
+        if state.keep_text:
+            call.completion = "".join(state.completion_text)
+
+    # --- bookkeeping ---------------------------------------------------------------------
+
+    async def finish(self, call: Call) -> None:
+        """Settle the budget reservation and record the trace (one pipeline with Redis)."""
+        if call.record is None:
+            return
+        if call.http_status >= 400 and call.status == "passed" and call.error_code:
+            metrics.ERRORS.labels(call.error_code).inc()
+        record = self.trace_record(call)
+        metrics.observe(call, record)
+        actual = math.ceil(call.cost_eur * policy.EUR_UNITS)
+        try:
+            if self.redis is not None:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    if call.ask is not None and call.ask.estimate != actual:
+                        keys = policy.budget_keys(call.ask, call.ts)
+                        pipe.incrby(keys[0], actual - call.ask.estimate)
+                        pipe.incrby(keys[1], actual - call.ask.estimate)
+                    self.buffer.pipeline_add(pipe, record)
+                    await pipe.execute()
+            else:
+                if call.ask is not None:
+                    await self.limiter.settle(call.ask, call.ts, actual)
+                self.buffer.pipeline_add(None, record)
+        except (RedisError, OSError):
+            metrics.REDIS_ERRORS.inc()
+            logger.error("redis unavailable: trace %s written from this process", call.trace_id)
+            self.buffer.add_local(record)
+
+    def trace_record(self, call: Call) -> dict:
+        record = {
+            "id": call.trace_id,
+            "ts": call.ts,
+            "org_id": call.record.org_id,
+            "key_id": call.record.key_id,
+            "model": (call.body or {}).get("model", "")[:120]
+            if isinstance(call.body, dict)
+            else "",
+            "provider": call.provider,
+            "status": call.status,
+            "http_status": call.http_status,
+            "error_code": call.error_code,
+            "policy": call.policy,
+            "prompt_tokens": call.usage.prompt_tokens,
+            "completion_tokens": call.usage.completion_tokens,
+            "cached_tokens": call.usage.cached_tokens,
+            "cost_eur": str(call.cost_eur),
+            "cost_prevented_eur": str(call.cost_prevented),
+            "latency_ms": _ms(call.started),
+            "ttfb_ms": call.ttfb_ms,
+            "stream": call.stream,
+            "cached": call.cached,
+            "loop_detected": call.loop_detected,
+            "client_disconnected": call.disconnected,
+            "request_sha256": hashlib.sha256(call.raw).hexdigest() if call.raw else "",
+        }
+        if call.loop_detected:
+            record["event"] = "loop_detected"
+        if call.record.content_logging and call.raw:
+            record["content"] = {
+                "request": crypto.encrypt(call.raw.decode(errors="replace")),
+                "response": crypto.encrypt(call.completion or ""),
+            }
+        return record
+
+
+async def _watch_disconnect(receive, task: asyncio.Task, call: Call) -> None:
+    """Cancel the call's task when the client goes away (also before the first byte)."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            call.disconnected = True
+            task.cancel()
+            return
+
+
+def _units(amount: Decimal | None) -> int | None:
+    return None if amount is None else int(amount * policy.EUR_UNITS)
+
+
+def _ms(started: float) -> int:
+    return int((time.perf_counter() - started) * 1000)
+
+
+def _sse(payload: dict) -> bytes:
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+def _scrub(message: str, model: ModelEntry) -> str:
+    key = model.endpoint.api_key if model.endpoint else ""
+    return message.replace(key, "[redacted]") if key else message
+
+
+gateway = Gateway()

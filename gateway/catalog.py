@@ -1,0 +1,149 @@
+"""The model catalogue as the data plane sees it: models, their dated prices, the USD→EUR
+rate and where each model is served. Loaded from the database off the event loop and
+refreshed every ``AQTA_CATALOG_REFRESH_SECONDS``; requests read it from memory only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from django.conf import settings
+from django.utils import timezone
+
+from billing.models import ExchangeRate, LanguageModel, ModelPrice, Provider
+from billing.pricing import Usage, cost_usd, usd_to_eur
+from gateway import crypto
+from gateway.models import ProviderEndpoint
+
+logger = logging.getLogger("aqta.gateway")
+
+# Environment names per provider: <NAME>_API_KEY and <NAME>_BASE_URL.
+ENV_NAMES = {
+    Provider.OPENAI: "OPENAI",
+    Provider.ANTHROPIC: "ANTHROPIC",
+    Provider.GOOGLE: "GEMINI",
+    Provider.PERPLEXITY: "PERPLEXITY",
+    Provider.OPENAI_COMPATIBLE: "OPENAI_COMPATIBLE",
+}
+DEFAULT_BASE_URLS = {
+    Provider.OPENAI: "https://api.openai.com/v1",
+    Provider.ANTHROPIC: "https://api.anthropic.com",
+    Provider.GOOGLE: "https://generativelanguage.googleapis.com",
+    Provider.PERPLEXITY: "https://api.perplexity.ai",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    name: str
+    provider: str
+    base_url: str
+    api_key: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class PricePeriod:
+    starts: float
+    ends: float | None
+    price: ModelPrice
+
+
+@dataclass(frozen=True, slots=True)
+class ModelEntry:
+    model_id: str
+    provider: str
+    cost_effective: bool
+    upstream_model_id: str
+    max_output_tokens: int | None
+    endpoint: Endpoint | None
+    prices: tuple[PricePeriod, ...]
+
+    def price_at(self, at: float) -> ModelPrice | None:
+        for period in self.prices:
+            if period.starts <= at and (period.ends is None or at < period.ends):
+                return period.price
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    models: dict[str, ModelEntry]
+    rates: tuple[tuple[float, float | None, Decimal], ...]
+
+    def usd_eur_at(self, at: float) -> Decimal | None:
+        for starts, ends, rate in self.rates:
+            if starts <= at and (ends is None or at < ends):
+                return rate
+        return None
+
+    def cost_eur(self, model: ModelEntry, usage: Usage, at: float) -> Decimal:
+        """EUR cost with the price and rate valid at ``at``; 0 if either is missing (logged)."""
+        price = model.price_at(at)
+        rate = self.usd_eur_at(at)
+        if price is None or rate is None:
+            logger.error("no price or exchange rate for %s at %s", model.model_id, at)
+            return Decimal(0)
+        return usd_to_eur(cost_usd(price, usage), rate)
+
+
+def env_endpoint(provider: str) -> Endpoint | None:
+    name = ENV_NAMES.get(provider)
+    if name is None:
+        return None
+    key = os.environ.get(f"{name}_API_KEY", "")
+    base_url = os.environ.get(f"{name}_BASE_URL", "") or DEFAULT_BASE_URLS.get(provider, "")
+    if not base_url or not (key or os.environ.get(f"{name}_BASE_URL")):
+        return None
+    return Endpoint(name=f"env-{provider}", provider=provider, base_url=base_url, api_key=key)
+
+
+def _endpoint(row: ProviderEndpoint) -> Endpoint:
+    key = crypto.decrypt(row.api_key_encrypted) if row.api_key_encrypted else ""
+    return Endpoint(name=row.name, provider=row.provider, base_url=row.base_url, api_key=key)
+
+
+def catalog_load() -> Catalog:
+    """Build the catalogue from the database (sync: call it off the event loop)."""
+    endpoints = {row.pk: _endpoint(row) for row in ProviderEndpoint.objects.filter(is_active=True)}
+    defaults = {
+        row.provider: endpoints[row.pk]
+        for row in ProviderEndpoint.objects.filter(is_active=True, is_default=True)
+    }
+    prices: dict[int, list[PricePeriod]] = {}
+    for price in ModelPrice.objects.order_by("-valid_from"):
+        prices.setdefault(price.model_id, []).append(
+            PricePeriod(
+                price.valid_from.timestamp(),
+                price.valid_to.timestamp() if price.valid_to else None,
+                price,
+            )
+        )
+    models = {}
+    for row in LanguageModel.objects.filter(is_active=True):
+        endpoint = endpoints.get(row.endpoint_id) if row.endpoint_id else None
+        endpoint = endpoint or defaults.get(row.provider) or env_endpoint(row.provider)
+        models[row.model_id] = ModelEntry(
+            model_id=row.model_id,
+            provider=row.provider,
+            cost_effective=row.cost_effective,
+            upstream_model_id=row.upstream_model_id or row.model_id,
+            max_output_tokens=row.max_output_tokens,
+            endpoint=endpoint,
+            prices=tuple(prices.get(row.pk, ())),
+        )
+    rates = tuple(
+        (r.valid_from.timestamp(), r.valid_to.timestamp() if r.valid_to else None, r.rate)
+        for r in ExchangeRate.objects.filter(base="USD", quote="EUR").order_by("-valid_from")
+    )
+    return Catalog(models=models, rates=rates)
+
+
+def refresh_seconds() -> float:
+    return float(getattr(settings, "AQTA_CATALOG_REFRESH_SECONDS", 30))
+
+
+def now() -> float:
+    return timezone.now().timestamp()

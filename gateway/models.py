@@ -1,0 +1,132 @@
+"""Data-plane records: provider endpoints, traces (one per /v1 call) and usage counters.
+
+Traces and counters are never written on the request path: the gateway buffers them and
+a flusher bulk-inserts them (see ``gateway/traces.py``).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+
+from billing.models import Provider
+
+
+class ProviderEndpoint(models.Model):
+    """Where and how to reach a provider: base URL and an API key encrypted at rest."""
+
+    name = models.SlugField(unique=True)
+    provider = models.CharField(max_length=20, choices=Provider.choices)
+    base_url = models.URLField(help_text="e.g. https://api.openai.com/v1 or http://vllm:8000/v1")
+    api_key_encrypted = models.TextField(blank=True, editable=False)
+    is_default = models.BooleanField(
+        default=False, help_text="Used for models of this provider that name no endpoint."
+    )
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["provider", "name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["provider"],
+                condition=models.Q(is_default=True),
+                name="one_default_endpoint_per_provider",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.get_provider_display()})"
+
+
+class TraceStatus(models.TextChoices):
+    PASSED = "passed", "Passed"
+    SUPPRESSED = "suppressed", "Suppressed (loop guard)"
+    BLOCKED = "blocked", "Blocked"
+
+
+class Trace(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    created_at = models.DateTimeField(db_index=True)
+    organization = models.ForeignKey(
+        "accounts.Organization", on_delete=models.CASCADE, related_name="traces"
+    )
+    api_key = models.ForeignKey(
+        "accounts.ApiKey", on_delete=models.SET_NULL, null=True, blank=True, related_name="traces"
+    )
+    model = models.CharField(max_length=120, blank=True)
+    provider = models.CharField(max_length=40, blank=True)
+    status = models.CharField(max_length=12, choices=TraceStatus.choices)
+    http_status = models.PositiveSmallIntegerField()
+    error_code = models.CharField(max_length=40, blank=True)
+    policy = models.CharField(max_length=30, blank=True, help_text="Policy that blocked, if any.")
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    cached_tokens = models.PositiveIntegerField(default=0)
+    cost_eur = models.DecimalField(max_digits=16, decimal_places=8, default=0)
+    cost_prevented_eur = models.DecimalField(max_digits=16, decimal_places=8, default=0)
+    latency_ms = models.PositiveIntegerField(default=0)
+    ttfb_ms = models.PositiveIntegerField(null=True, blank=True)
+    stream = models.BooleanField(default=False)
+    cached = models.BooleanField(default=False)
+    loop_detected = models.BooleanField(default=False)
+    client_disconnected = models.BooleanField(default=False)
+    request_sha256 = models.CharField(max_length=64, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["organization", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.id} {self.model} {self.status}"
+
+
+class TraceContent(models.Model):
+    """Prompt and completion, stored only when the organisation turned content logging on."""
+
+    trace = models.OneToOneField(Trace, on_delete=models.CASCADE, primary_key=True)
+    request_encrypted = models.TextField()
+    response_encrypted = models.TextField(blank=True)
+
+    def __str__(self) -> str:
+        return f"content of {self.trace_id}"
+
+
+class UsageCounter(models.Model):
+    """Requests, tokens and cost per organisation, key and calendar month (UTC)."""
+
+    organization = models.ForeignKey("accounts.Organization", on_delete=models.CASCADE)
+    api_key = models.ForeignKey("accounts.ApiKey", on_delete=models.CASCADE, null=True)
+    month = models.DateField(help_text="First day of the month.")
+    requests = models.PositiveBigIntegerField(default=0)
+    prompt_tokens = models.PositiveBigIntegerField(default=0)
+    completion_tokens = models.PositiveBigIntegerField(default=0)
+    cost_eur = models.DecimalField(max_digits=18, decimal_places=8, default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "api_key", "month"], name="one_usage_row_per_key_month"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.organization_id} {self.month:%Y-%m}: {self.requests} requests"
+
+
+class GatewayEvent(models.Model):
+    """Something the gateway did that a webhook may announce (e.g. ``loop_detected``)."""
+
+    organization = models.ForeignKey("accounts.Organization", on_delete=models.CASCADE)
+    kind = models.CharField(max_length=40, db_index=True)
+    trace = models.ForeignKey(Trace, on_delete=models.SET_NULL, null=True, blank=True)
+    data = models.JSONField(default=dict)
+    created_at = models.DateTimeField()
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} at {self.created_at:%Y-%m-%d %H:%M:%S}"

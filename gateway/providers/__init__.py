@@ -1,0 +1,17 @@
+"""Provider registry: provider name (``billing.models.Provider``) → adapter."""
+
+from __future__ import annotations
+
+from gateway.providers.base import Provider
+from gateway.providers.openai import OpenAIProvider
+
+_openai = OpenAIProvider()
+
+REGISTRY: dict[str, Provider] = {
+    "openai": _openai,
+    "openai_compatible": _openai,
+}
+
+
+def adapter_for(provider: str) -> Provider | None:
+    return REGISTRY.get(provider)

@@ -1,0 +1,103 @@
+"""OpenAI and OpenAI-compatible servers (vLLM, Ollama, LM Studio): a pass-through.
+
+Requests go upstream as sent, with the upstream model id and streamed usage forced on;
+answers come back byte for byte, except that the usage chunk is dropped when the client
+did not ask for it.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from billing.pricing import Usage
+from gateway.catalog import Endpoint, ModelEntry
+from gateway.providers.base import StreamState, UpstreamRequest
+
+EVENT_END = b"\n\n"
+DATA = b"data: "
+DONE = b"[DONE]"
+
+
+def usage_from(data: dict | None) -> Usage:
+    if not data:
+        return Usage()
+    details = data.get("prompt_tokens_details") or {}
+    return Usage(
+        prompt_tokens=int(data.get("prompt_tokens") or 0),
+        completion_tokens=int(data.get("completion_tokens") or 0),
+        cached_tokens=int(details.get("cached_tokens") or 0),
+    )
+
+
+class OpenAIProvider:
+    name = "openai"
+
+    def build_request(
+        self, endpoint: Endpoint, model: ModelEntry, body: dict, stream: bool
+    ) -> UpstreamRequest:
+        payload = dict(body)
+        payload["model"] = model.upstream_model_id
+        if stream:
+            payload["stream_options"] = {
+                **(body.get("stream_options") or {}),
+                "include_usage": True,
+            }
+        headers = {"Content-Type": "application/json"}
+        if endpoint.api_key:
+            headers["Authorization"] = f"Bearer {endpoint.api_key}"
+        return UpstreamRequest(
+            url=endpoint.base_url.rstrip("/") + "/chat/completions",
+            headers=headers,
+            body=orjson.dumps(payload),
+        )
+
+    def parse_response(self, raw: bytes) -> tuple[dict, Usage]:
+        data = orjson.loads(raw)
+        if not isinstance(data, dict):
+            raise ValueError("upstream answer is not a JSON object")
+        return data, usage_from(data.get("usage"))
+
+    def translate_stream(self, data: bytes, state: StreamState) -> list[bytes]:
+        buffer = state.pending + data
+        *events, state.pending = buffer.replace(b"\r\n", b"\n").split(EVENT_END)
+        out: list[bytes] = []
+        for event in events:
+            if not event.startswith(DATA):
+                continue  # comments, keep-alives, empty events
+            payload = event[len(DATA) :].strip()
+            if payload == DONE:
+                state.done = True
+                break
+            if state.first is None or b'"usage":{' in payload or b'"error"' in payload:
+                chunk = orjson.loads(payload)
+                if state.first is None:
+                    state.first = chunk
+                if chunk.get("error"):
+                    state.error = event + EVENT_END
+                    break
+                if chunk.get("usage"):
+                    state.usage = usage_from(chunk["usage"])
+                    if not chunk.get("choices") and not state.include_usage:
+                        continue
+            state.chunks += 1
+            if state.keep_text:
+                _keep_text(payload, state)
+            out.append(event + EVENT_END)
+        return out
+
+    def error_message(self, status: int, raw: bytes) -> str:
+        try:
+            error = orjson.loads(raw).get("error") or {}
+            message = error.get("message") if isinstance(error, dict) else str(error)
+        except (orjson.JSONDecodeError, AttributeError):
+            message = raw[:200].decode(errors="replace")
+        return str(message or f"HTTP {status}")[:300]
+
+
+def _keep_text(payload: bytes, state: StreamState) -> None:
+    """Collect streamed text for content logging (only when the organisation turned it on)."""
+    chunk = orjson.loads(payload)
+    for choice in chunk.get("choices") or []:
+        content = (choice.get("delta") or {}).get("content")
+        if content:
+            state.completion_text.append(content)

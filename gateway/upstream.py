@@ -1,0 +1,79 @@
+"""Calls to providers: one pooled aiohttp session per worker, bounded retries with jittered
+exponential backoff on connect errors, 429 and 5xx, and timeouts that become 504s."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import aiohttp
+
+from aqta.errors import AqtaError
+from gateway.providers.base import UpstreamRequest
+
+RETRYABLE = frozenset({429, 500, 502, 503, 504, 529})
+BACKOFF_BASE = 0.2
+BACKOFF_CAP = 4.0
+RETRY_AFTER_CAP = 10.0
+
+
+def backoff(attempt: int, retry_after: str | None = None) -> float:
+    if retry_after:
+        try:
+            return min(float(retry_after), RETRY_AFTER_CAP)
+        except ValueError:
+            pass
+    return random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt))  # noqa: S311
+
+
+def provider_error(provider: str, message: str, status: int | None = None) -> AqtaError:
+    where = f"{provider} answered {status}" if status else f"{provider} could not be reached"
+    return AqtaError(
+        f"Upstream provider error: {where}: {message}", status=502, code="provider_error"
+    )
+
+
+def provider_timeout(provider: str) -> AqtaError:
+    return AqtaError(
+        f"Upstream provider {provider} did not answer in time.", status=504, code="provider_timeout"
+    )
+
+
+def session_create(
+    *, connect_timeout: float, read_timeout: float, pool: int
+) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(limit=pool, ttl_dns_cache=300, keepalive_timeout=60)
+    timeout = aiohttp.ClientTimeout(
+        total=None, sock_connect=connect_timeout, sock_read=read_timeout
+    )
+    return aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=True)
+
+
+async def open_response(
+    session: aiohttp.ClientSession, request: UpstreamRequest, *, provider: str, retries: int
+) -> aiohttp.ClientResponse:
+    """The upstream response once its headers are in (the body is the caller's to read).
+
+    A retryable status after the last attempt is returned as it is, for the caller to map.
+    """
+    attempt = 0
+    while True:
+        retry_after = None
+        try:
+            response = await session.post(request.url, data=request.body, headers=request.headers)
+        except aiohttp.ConnectionTimeoutError:
+            failure = provider_error(provider, "connection timed out")
+        except (aiohttp.SocketTimeoutError, TimeoutError):
+            raise provider_timeout(provider) from None
+        except aiohttp.ClientError as error:
+            failure = provider_error(provider, type(error).__name__)
+        else:
+            if response.status not in RETRYABLE or attempt >= retries:
+                return response
+            retry_after = response.headers.get("retry-after")
+            response.release()
+            failure = None
+        if failure is not None and attempt >= retries:
+            raise failure
+        await asyncio.sleep(backoff(attempt, retry_after))
+        attempt += 1
