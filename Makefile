@@ -22,8 +22,7 @@ run: install
 	$(BIN)/python manage.py collectstatic --noinput -v0
 	@$(BIN)/python manage.py demo_setup
 	@echo "Serving Aqta on http://$(HOST):$(PORT)"
-	$(BIN)/uvicorn aqta.asgi:application --host $(HOST) --port $(PORT) \
-		--workers $${WEB_CONCURRENCY:-1} --no-access-log --lifespan on
+	$(BIN)/python manage.py serve --host $(HOST) --port $(PORT)
 
 # Secrets the suite needs when DATABASE_URL/REDIS_URL switch settings out of embedded mode.
 test: install

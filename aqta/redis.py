@@ -29,11 +29,11 @@ def sync_client() -> redis.Redis:
     )
 
 
-def async_client() -> redis.asyncio.Redis:
+def async_client(socket_timeout: float = SOCKET_TIMEOUT) -> redis.asyncio.Redis:
     """A new asyncio client (one per worker event loop; the gateway keeps it)."""
     return redis.asyncio.Redis.from_url(
         settings.REDIS_URL,
-        socket_timeout=SOCKET_TIMEOUT,
+        socket_timeout=socket_timeout,
         socket_connect_timeout=SOCKET_TIMEOUT,
         health_check_interval=30,
     )

@@ -8,6 +8,8 @@ from django.urls import include, path
 from django.views.generic import TemplateView
 from django_ratelimit.decorators import ratelimit
 
+from gateway import views as ops
+
 # The admin login goes through allauth's login (its rate limits, MFA), and the HTML
 # login shares the API login's per-IP throttle group.
 admin.site.login = secure_admin_login(admin.site.login)
@@ -24,6 +26,9 @@ throttled_login = ratelimit(
 
 urlpatterns = [
     path("", TemplateView.as_view(template_name="index.html"), name="home"),
+    path("healthz", ops.healthz, name="healthz"),
+    path("readyz", ops.readyz, name="readyz"),
+    path("metrics", ops.metrics, name="metrics"),
     path("admin/", admin.site.urls),
     path("accounts/login/", throttled_login, name="account_login"),
     path("accounts/", include("allauth.urls")),

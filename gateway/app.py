@@ -132,7 +132,8 @@ class Gateway:
             self.redis = aqta_redis.async_client() if aqta_redis.enabled() else None
             if self.redis is not None:
                 self.limiter = policy.RedisLimiter(self.redis)
-                self.buffer = RedisBuffer(self.redis)
+                # The flusher blocks on the stream for a second: it needs its own client.
+                self.buffer = RedisBuffer(self.redis, aqta_redis.async_client(socket_timeout=5))
             else:
                 self.limiter = policy.LocalLimiter()
                 self.buffer = LocalBuffer()
@@ -154,6 +155,7 @@ class Gateway:
         await self.session.close()
         if self.redis is not None:
             await self.redis.aclose()
+            await self.buffer.reader.aclose()
         self.started = False
 
     async def _refresh_catalog(self) -> None:

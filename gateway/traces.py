@@ -40,10 +40,25 @@ TRACE_FIELDS = {f.name for f in Trace._meta.concrete_fields} - {"organization", 
 
 
 def write_batch(records: list[dict]) -> int:
-    """Store traces, content, events, usage and key last-use (sync; off the event loop)."""
+    """Store traces, content, events, usage and key last-use (sync; off the event loop).
+
+    A record that cannot be stored (its organisation was deleted meanwhile) is dropped
+    with a log line instead of blocking the whole batch forever.
+    """
     close_old_connections()
     try:
-        return _write(records)
+        try:
+            return _write(records)
+        except IntegrityError:
+            stored = 0
+            for record in records:
+                try:
+                    stored += _write([record])
+                except IntegrityError:
+                    logger.warning(
+                        "dropping trace %s: its organisation or key is gone", record["id"]
+                    )
+            return stored
     finally:
         close_old_connections()
 
@@ -183,8 +198,9 @@ class LocalBuffer:
 class RedisBuffer:
     """Production: a Redis stream read by every worker's flusher in one consumer group."""
 
-    def __init__(self, client) -> None:
+    def __init__(self, client, reader) -> None:
         self.client = client
+        self.reader = reader  # blocking reads, with a socket timeout above the block time
         self.consumer = f"{socket.gethostname()}-{os.getpid()}"
         self.fallback = LocalBuffer()
 
@@ -212,7 +228,7 @@ class RedisBuffer:
         await self.client.xdel(STREAM, *ids)
 
     async def flush_once(self, block_ms: int | None = None) -> None:
-        reply = await self.client.xreadgroup(
+        reply = await self.reader.xreadgroup(
             GROUP, self.consumer, {STREAM: ">"}, count=BATCH, block=block_ms
         )
         for _, entries in reply or []:
@@ -235,7 +251,10 @@ class RedisBuffer:
                     await self.claim_abandoned()
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as error:
+                if "NOGROUP" in str(error):  # the stream was deleted (e.g. Redis flushed)
+                    await self.ensure_group()
+                    continue
                 logger.exception("trace flusher: will retry")
                 await asyncio.sleep(FLUSH_INTERVAL)
             await self.fallback.flush_once()

@@ -51,8 +51,9 @@ def mock(mock_server: MockServer) -> MockServer:
 
 
 @pytest.fixture
-def client(mock: MockServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=mock.base_url, api_key="x", max_retries=0)
+def client(mock: MockServer) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=mock.base_url, api_key="x", max_retries=0) as sdk:
+        yield sdk
 
 
 def raw_post(mock: MockServer, body: Any, **headers: str) -> httpx.Response:
@@ -73,7 +74,7 @@ def wait_for(condition: Callable[[], bool], timeout: float = 3.0) -> bool:
     return condition()
 
 
-# --- answers -------------------------------------------------------------------------------------
+# --- answers --------------------------------------------------------------------------------------
 
 
 def test_it_answers_a_plain_completion(client: openai.OpenAI) -> None:
@@ -141,7 +142,7 @@ def test_it_answers_on_the_path_without_v1(mock: MockServer) -> None:
     assert response.json()["choices"][0]["message"]["content"] == REPLY
 
 
-# --- streaming -----------------------------------------------------------------------------------
+# --- streaming ------------------------------------------------------------------------------------
 
 
 def test_a_stream_without_include_usage_has_no_usage_chunk(client: openai.OpenAI) -> None:
@@ -220,7 +221,7 @@ def test_stream_options_without_stream_is_rejected(client: openai.OpenAI) -> Non
     assert caught.value.param == "stream_options"
 
 
-# --- tools and structured output -----------------------------------------------------------------
+# --- tools and structured output ------------------------------------------------------------------
 
 
 def test_it_calls_the_first_tool_when_the_user_spoke_last(client: openai.OpenAI) -> None:
@@ -344,7 +345,7 @@ def test_json_object_mode_needs_the_word_json_in_the_messages(client: openai.Ope
     assert caught.value.param == "messages"
 
 
-# --- request errors ------------------------------------------------------------------------------
+# --- request errors -------------------------------------------------------------------------------
 
 
 def test_it_rejects_a_request_without_a_key(mock: MockServer) -> None:
@@ -361,10 +362,11 @@ def test_it_rejects_a_request_without_a_key(mock: MockServer) -> None:
 
 
 def test_a_configured_key_rejects_any_other_key() -> None:
-    with MockServer(MockConfig(api_key="sk-right")) as mock:
-        wrong = openai.OpenAI(base_url=mock.base_url, api_key="sk-wrong", max_retries=0)
-        right = openai.OpenAI(base_url=mock.base_url, api_key="sk-right", max_retries=0)
-
+    with (
+        MockServer(MockConfig(api_key="sk-right")) as mock,
+        openai.OpenAI(base_url=mock.base_url, api_key="sk-wrong", max_retries=0) as wrong,
+        openai.OpenAI(base_url=mock.base_url, api_key="sk-right", max_retries=0) as right,
+    ):
         with pytest.raises(openai.AuthenticationError) as caught:
             wrong.chat.completions.create(model="gpt-4o", messages=HELLO)
         assert caught.value.code == "invalid_api_key"
@@ -401,7 +403,7 @@ def test_an_invalid_request_names_the_param(
     assert response.json()["error"]["param"] == param
 
 
-# --- scripted failures ---------------------------------------------------------------------------
+# --- scripted failures ----------------------------------------------------------------------------
 
 
 def test_a_scripted_500_raises_internal_server_error(
@@ -499,18 +501,14 @@ def test_a_reset_step_drops_the_connection(client: openai.OpenAI, mock: MockServ
     assert client.chat.completions.create(model="gpt-4o", messages=HELLO).choices
 
 
-def test_a_cut_non_stream_request_gets_no_response(
-    client: openai.OpenAI, mock: MockServer
-) -> None:
+def test_a_cut_non_stream_request_gets_no_response(client: openai.OpenAI, mock: MockServer) -> None:
     mock.script({"cut_after_chunks": 0})
 
     with pytest.raises(openai.APIConnectionError):
         client.chat.completions.create(model="gpt-4o", messages=HELLO)
 
 
-def test_a_cut_stream_stops_after_the_given_chunks(
-    client: openai.OpenAI, mock: MockServer
-) -> None:
+def test_a_cut_stream_stops_after_the_given_chunks(client: openai.OpenAI, mock: MockServer) -> None:
     mock.script({"cut_after_chunks": 3})
     received = []
 
@@ -568,7 +566,7 @@ def test_a_chunk_delay_step_paces_the_stream(client: openai.OpenAI, mock: MockSe
     assert time.monotonic() - started >= CHUNKS * 0.05
 
 
-# --- directives ----------------------------------------------------------------------------------
+# --- directives -----------------------------------------------------------------------------------
 
 
 def test_a_status_directive_fails_that_request(client: openai.OpenAI) -> None:
@@ -585,9 +583,7 @@ def test_a_cut_directive_cuts_the_stream(client: openai.OpenAI) -> None:
     received = []
 
     with pytest.raises(openai.APIConnectionError):
-        for chunk in client.chat.completions.create(
-            model="gpt-4o", messages=messages, stream=True
-        ):
+        for chunk in client.chat.completions.create(model="gpt-4o", messages=messages, stream=True):
             received.append(chunk)
 
     assert len(received) == 2
@@ -621,7 +617,7 @@ def test_an_unknown_directive_is_a_bad_request(client: openai.OpenAI) -> None:
     assert "explode" in caught.value.message
 
 
-# --- stats, disconnects, models ------------------------------------------------------------------
+# --- stats, disconnects, models -------------------------------------------------------------------
 
 
 def test_stats_record_the_last_request_body(client: openai.OpenAI, mock: MockServer) -> None:
@@ -667,9 +663,10 @@ def test_it_counts_a_client_that_times_out_during_the_delay(
     mock: MockServer,
 ) -> None:
     mock.script({"delay_ms": 3000})
-    client = openai.OpenAI(base_url=mock.base_url, api_key="x", max_retries=0, timeout=0.3)
-
-    with pytest.raises(openai.APITimeoutError):
+    with (
+        openai.OpenAI(base_url=mock.base_url, api_key="x", max_retries=0, timeout=0.3) as client,
+        pytest.raises(openai.APITimeoutError),
+    ):
         client.chat.completions.create(model="gpt-4o", messages=HELLO)
 
     assert wait_for(lambda: mock.stats()["client_disconnects"] == 1, timeout=1.0)
@@ -705,7 +702,7 @@ def test_an_unknown_url_is_an_openai_404(mock: MockServer) -> None:
     assert response.json()["error"]["message"] == "Invalid URL (GET /v1/nope)"
 
 
-# --- as a process --------------------------------------------------------------------------------
+# --- as a process ---------------------------------------------------------------------------------
 
 
 def test_it_runs_as_a_module_with_cli_flags() -> None:
@@ -719,20 +716,21 @@ def test_it_runs_as_a_module_with_cli_flags() -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    client = openai.OpenAI(
+        base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0, timeout=1
+    )
+
+    def answers() -> bool:
+        try:
+            return bool(client.chat.completions.create(model="m", messages=HELLO).choices)
+        except openai.APIConnectionError:
+            return False
+
     try:
-        client = openai.OpenAI(
-            base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0, timeout=1
-        )
-
-        def answers() -> bool:
-            try:
-                return client.chat.completions.create(model="m", messages=HELLO).choices
-            except openai.APIConnectionError:
-                return False
-
         assert wait_for(answers, timeout=10)
         completion = client.chat.completions.create(model="m", messages=HELLO)
         assert completion.choices[0].message.content == "This is a"
     finally:
+        client.close()
         process.terminate()
         process.wait(timeout=10)

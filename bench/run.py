@@ -1,0 +1,903 @@
+"""Aqta benchmark: the /v1 data plane in front of the mock provider, all on loopback.
+
+``python -m bench.run`` prepares its own PostgreSQL database (``aqta_bench``) and Redis db (15),
+starts the mock provider and the gateway (uvicorn, 2 workers), loads both with an aiohttp client,
+prints a Markdown table with the goals and writes it to ``bench/results.md``. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import math
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType, ModuleType
+from typing import Literal
+
+import aiohttp
+import orjson
+
+psutil: ModuleType | None
+try:
+    import psutil
+except ImportError:  # reading /proc does the same on Linux
+    psutil = None
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent / "results.md"
+HOST = "127.0.0.1"
+PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+DB_NAME = "aqta_bench"
+DATABASE_URL = f"postgres://postgres@127.0.0.1:5432/{DB_NAME}"
+REDIS_URL = "redis://127.0.0.1:6379/15"
+ORG_SLUG = "demo"
+ORG_BUDGET_EUR = 1_000_000
+BENCH_RATE_LIMIT = 10_000_000
+MODEL = "gpt-4o-mini"
+CHUNKS = 20
+WORKERS = 2
+REQUEST_TIMEOUT = 30.0
+SCENARIO_TIMEOUT = 150.0
+READY_TIMEOUT = 60.0
+STOP_TIMEOUT = 10.0
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+# Provider settings inherited from the shell would route models off this machine.
+PROVIDER_ENV = re.compile(r"^[A-Z0-9_]+_(API_KEY|BASE_URL)(_FILE)?$")
+
+GOAL_CPU_JSON_MS = 1.0
+GOAL_CPU_STREAM_MS = 2.0
+GOAL_ADDED_P50_MS = 1.5
+GOAL_RSS_MB = 150.0
+
+Target = Literal["mock", "gateway"]
+
+
+class BenchError(RuntimeError):
+    """Set-up failed; the message says what and where to look."""
+
+
+# --- scenarios -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    key: str
+    group: str  # the letter ``--only`` selects
+    label: str
+    target: Target
+    stream: bool
+    concurrency: int
+    n: int
+
+
+def scenarios_for(quick: bool) -> list[Scenario]:
+    def n(full: int, small: int) -> int:
+        return small if quick else full
+
+    return [
+        Scenario("A", "A", "A. mock direct, JSON, 10 clients", "mock", False, 10, n(3000, 300)),
+        Scenario("B", "B", "B. gateway, JSON, 10 clients", "gateway", False, 10, n(3000, 300)),
+        Scenario("C0", "C", "C. mock direct, JSON, 1 client", "mock", False, 1, n(500, 100)),
+        Scenario("C", "C", "C. gateway, JSON, 1 client", "gateway", False, 1, n(500, 100)),
+        Scenario("D", "D", "D. mock direct, stream, 10 clients", "mock", True, 10, n(1000, 100)),
+        Scenario("E", "E", "E. gateway, stream, 10 clients", "gateway", True, 10, n(1000, 100)),
+    ]
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one load phase saw."""
+
+    n: int = 0
+    elapsed: float = 0.0
+    latencies: list[float] = field(default_factory=list)  # seconds, successful requests
+    ttfbs: list[float] = field(default_factory=list)
+    failures: Counter[str] = field(default_factory=Counter)
+    examples: list[str] = field(default_factory=list)
+
+    def fail(self, reason: str, detail: str) -> None:
+        self.failures[reason] += 1
+        if len(self.examples) < 5:
+            self.examples.append(f"{reason}: {detail[:400]}")
+
+    @property
+    def failed(self) -> int:
+        return sum(self.failures.values())
+
+
+@dataclass(slots=True)
+class Result:
+    scenario: Scenario
+    warmup: Outcome
+    outcome: Outcome
+    server_cpu_ms: float | None  # measured server's process tree, per request
+    mock_cpu_ms: float | None  # the mock's tree, per request (also behind the gateway)
+    client_cpu_ms: float  # this process, per request
+    rss_mb: list[float]  # peak RSS of each gateway worker so far (gateway scenarios)
+    profile: list[tuple[str, int]] | None = None
+    profile_samples: int = 0
+
+    @property
+    def rps(self) -> float:
+        return self.outcome.n / self.outcome.elapsed if self.outcome.elapsed else 0.0
+
+    def p(self, q: float) -> float | None:
+        return percentile(self.outcome.latencies, q)
+
+    def ttfb(self, q: float) -> float | None:
+        return percentile(self.outcome.ttfbs, q)
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile in milliseconds."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(math.ceil(q * len(ordered)) - 1, 0)] * 1000
+
+
+# --- the load generator --------------------------------------------------------------------------
+
+NONCE = secrets.token_hex(4)
+
+
+class Bodies:
+    """Request bodies with a counter in the user message: every fingerprint is distinct, so the
+    loop guard (same request > 10 times a minute) never fires."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def next(self, stream: bool, usage: bool) -> bytes:
+        self.count += 1
+        body: dict = {
+            "model": MODEL,
+            "messages": [
+                {"role": "system", "content": "You are a terse assistant."},
+                {"role": "user", "content": f"Bench {NONCE} request {self.count}: say hello."},
+            ],
+        }
+        if stream:
+            body["stream"] = True
+            if usage:
+                body["stream_options"] = {"include_usage": True}
+        return orjson.dumps(body)
+
+
+async def load(
+    session: aiohttp.ClientSession,
+    url: str,
+    api_key: str,
+    scenario: Scenario,
+    n: int,
+    bodies: Bodies,
+) -> Outcome:
+    outcome = Outcome(n=n)
+    headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+    gateway = scenario.target == "gateway"
+    # Behind the gateway the mock is asked for usage (the gateway forces it); ask the same of it
+    # directly. Clients of the gateway use the SDK default (no stream_options).
+    usage = not gateway
+    left = n
+
+    async def one() -> None:
+        body = bodies.next(scenario.stream, usage)
+        started = time.perf_counter()
+        try:
+            async with session.post(url, data=body, headers=headers) as response:
+                if scenario.stream:
+                    ttfb = await read_stream(response, started, gateway, outcome)
+                    if ttfb is None:
+                        return
+                    outcome.ttfbs.append(ttfb)
+                elif not await read_json(response, gateway, outcome):
+                    return
+        except (aiohttp.ClientError, TimeoutError) as error:
+            outcome.fail(f"client error {type(error).__name__}", repr(error))
+            return
+        outcome.latencies.append(time.perf_counter() - started)
+
+    async def client() -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            await one()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(scenario.concurrency)))
+    outcome.elapsed = time.perf_counter() - started
+    return outcome
+
+
+def _error_reason(status: int, raw: bytes) -> str:
+    code = ""
+    with contextlib.suppress(orjson.JSONDecodeError, AttributeError, TypeError):
+        code = orjson.loads(raw)["error"]["code"] or ""
+    return f"HTTP {status} {code}".strip()
+
+
+async def read_json(response: aiohttp.ClientResponse, gateway: bool, outcome: Outcome) -> bool:
+    raw = await response.read()
+    if response.status != 200:
+        outcome.fail(_error_reason(response.status, raw), raw.decode(errors="replace"))
+        return False
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        outcome.fail("unreadable JSON", raw.decode(errors="replace"))
+        return False
+    if not isinstance(body, dict) or not body.get("choices"):
+        outcome.fail("no choices", raw.decode(errors="replace"))
+        return False
+    if gateway and not isinstance(body.get("aqta"), dict):
+        outcome.fail("no aqta object", raw.decode(errors="replace"))
+        return False
+    return True
+
+
+async def read_stream(
+    response: aiohttp.ClientResponse, started: float, gateway: bool, outcome: Outcome
+) -> float | None:
+    """Consume the whole SSE stream; the time to the first data event, or None on failure."""
+    if response.status != 200:
+        raw = await response.read()
+        outcome.fail(_error_reason(response.status, raw), raw.decode(errors="replace"))
+        return None
+    ttfb: float | None = None
+    received = bytearray()
+    async for data in response.content.iter_any():
+        if ttfb is None and b"data:" in data:
+            ttfb = time.perf_counter() - started
+        received += data
+    events = bytes(received).replace(b"\r\n", b"\n").strip().split(b"\n\n")
+    text = bytes(received[-600:]).decode(errors="replace")
+    if len(events) < 2 or events[-1] != b"data: [DONE]":
+        outcome.fail("stream without [DONE]", text)
+        return None
+    if len(events) < CHUNKS + 2:
+        outcome.fail("stream too short", f"{len(events)} events: {text}")
+        return None
+    last = events[-2]
+    try:
+        chunk = orjson.loads(last[len(b"data:") :]) if last.startswith(b"data:") else None
+    except orjson.JSONDecodeError:
+        chunk = None
+    if not isinstance(chunk, dict) or chunk.get("choices") != []:
+        outcome.fail("last chunk has choices or is unreadable", text)
+        return None
+    if gateway and not isinstance(chunk.get("aqta"), dict):
+        outcome.fail("last chunk without aqta", text)
+        return None
+    return ttfb
+
+
+# --- processes -----------------------------------------------------------------------------------
+
+
+def _stat(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name (index 1 = ppid, 11/12 = utime/stime)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2 :].split()
+
+
+def children(pid: int, recursive: bool) -> list[int]:
+    if psutil is not None:
+        try:
+            return [p.pid for p in psutil.Process(pid).children(recursive=recursive)]
+        except psutil.Error:
+            return []
+    by_parent: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (fields := _stat(int(entry))) is not None:
+            by_parent.setdefault(int(fields[1]), []).append(int(entry))
+    if not recursive:
+        return by_parent.get(pid, [])
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in by_parent.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def cpu_seconds(root: int) -> float:
+    """User + system CPU time of a process and all its descendants."""
+    total = 0.0
+    for pid in [root, *children(root, recursive=True)]:
+        if psutil is not None:
+            try:
+                times = psutil.Process(pid).cpu_times()
+            except psutil.Error:
+                continue
+            total += times.user + times.system
+        elif (fields := _stat(pid)) is not None:
+            total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return total
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    """The process's peak resident set size (VmHWM)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return None
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+@dataclass(slots=True)
+class Server:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def workers(self) -> list[int]:
+        """uvicorn's worker processes (the multiprocessing resource tracker is not one)."""
+        return [
+            pid
+            for pid in children(self.proc.pid, recursive=False)
+            if b"resource_tracker" not in _cmdline(pid)
+        ]
+
+
+def start_server(name: str, command: list[str], env: dict[str, str], logs: Path) -> Server:
+    log = logs / f"{name}.log"
+    with log.open("wb") as handle:
+        proc = subprocess.Popen(  # noqa: S603 (fixed command line, no shell)
+            command,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: the clean-up can reach stragglers
+        )
+    return Server(name, proc, log)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def stop_server(server: Server) -> None:
+    """SIGTERM, then SIGKILL to the server's process group after STOP_TIMEOUT."""
+    proc = server.proc
+    pgid = proc.pid  # start_new_session: the group id is the leader's pid
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            print(f"{server.name}: still running {STOP_TIMEOUT:.0f} s after SIGTERM; SIGKILL")
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
+            proc.wait()
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while _group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _group_alive(pgid):
+        print(f"{server.name}: processes left in its group after {STOP_TIMEOUT:.0f} s; SIGKILL")
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+async def wait_ready(server: Server, url: str, api_key: str, workers: int = 0) -> None:
+    """Until ``url`` answers 200 (and ``workers`` worker processes exist)."""
+    deadline = time.monotonic() + READY_TIMEOUT
+    headers = {"Authorization": f"Bearer {api_key}"}
+    last = "no answer"
+    timeout = aiohttp.ClientTimeout(total=2)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        while time.monotonic() < deadline:
+            if not server.running():
+                raise BenchError(
+                    f"{server.name} exited with {server.proc.returncode}:\n{server.log_tail()}"
+                )
+            try:
+                async with session.get(url, headers=headers) as response:
+                    body = await response.read()
+                    if response.status == 200 and len(server.workers()) >= workers:
+                        return
+                    last = f"HTTP {response.status}: {body[:300].decode(errors='replace')}"
+            except (aiohttp.ClientError, TimeoutError) as error:
+                last = repr(error)
+            await asyncio.sleep(0.2)
+    raise BenchError(
+        f"{server.name} not ready after {READY_TIMEOUT:.0f} s ({last}):\n{server.log_tail()}"
+    )
+
+
+# --- set-up --------------------------------------------------------------------------------------
+
+
+def prepare_stores() -> None:
+    import psycopg
+    import redis
+
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {DB_NAME}")
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+
+
+def aqta_env(mock_port: int, logs: Path) -> dict[str, str]:
+    from cryptography.fernet import Fernet
+
+    env = {k: v for k, v in os.environ.items() if not PROVIDER_ENV.match(k)}
+    metrics_dir = logs / "prometheus"
+    metrics_dir.mkdir()
+    env.update(
+        DJANGO_SETTINGS_MODULE="aqta.settings",
+        DATABASE_URL=DATABASE_URL,
+        REDIS_URL=REDIS_URL,
+        SECRET_KEY=secrets.token_urlsafe(48),
+        AQTA_API_KEY_PEPPER=secrets.token_urlsafe(48),
+        AQTA_ENCRYPTION_KEYS=Fernet.generate_key().decode(),
+        AQTA_STAFF_REQUIRE_MFA="false",
+        LOG_LEVEL="WARNING",
+        OPENAI_BASE_URL=f"http://{HOST}:{mock_port}/v1",
+        OPENAI_API_KEY="mock",
+        # As `manage.py serve` and deployments run it: metrics in multiprocess mode.
+        PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def manage(env: dict[str, str], *args: str) -> str:
+    """Run ``manage.py``; its stdout's last line."""
+    command = [sys.executable, "manage.py", *args]
+    done = subprocess.run(  # noqa: S603 (fixed command line, no shell)
+        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    if done.returncode != 0:
+        raise BenchError(f"manage.py {args[0]} failed ({done.returncode}):\n{done.stderr}")
+    lines = done.stdout.strip().splitlines()
+    return lines[-1].strip() if lines else ""
+
+
+def prepare_aqta(env: dict[str, str]) -> str:
+    """Migrate, create the demo organisation and the benchmark key; the key's secret."""
+    manage(env, "migrate", "--noinput", "-v0")
+    manage(env, "demo_setup")
+    key = manage(
+        env, "apikey_create", ORG_SLUG, "--name", "bench", "--rate-limit", str(BENCH_RATE_LIMIT)
+    )
+    if not key:
+        raise BenchError("apikey_create printed no key")
+    budget = (
+        "from accounts.models import Organization; "
+        f"n = Organization.objects.filter(slug='{ORG_SLUG}')"
+        f".update(monthly_budget_eur={ORG_BUDGET_EUR}); print(n)"
+    )
+    if manage(env, "shell", "-c", budget) != "1":
+        raise BenchError(f"could not set the budget of organisation {ORG_SLUG!r}")
+    return key
+
+
+# --- profiling -----------------------------------------------------------------------------------
+
+
+class Profiler:
+    """``py-spy record`` of one gateway worker for the duration of a measured phase."""
+
+    def __init__(self, pid: int, out: Path) -> None:
+        self.out = out
+        self.proc = subprocess.Popen(  # noqa: S603 (fixed command line, no shell)
+            [
+                _py_spy(),
+                "record",
+                "--pid",
+                str(pid),
+                "--nonblocking",
+                "--nolineno",
+                "--format",
+                "raw",
+                "--output",
+                str(out),
+                "--rate",
+                "200",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        time.sleep(0.5)  # let it attach before the phase starts
+
+    def finish(self, top: int = 20) -> tuple[list[tuple[str, int]], int]:
+        """Stop recording; the functions with most own (leaf) samples, and the sample count."""
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            _, stderr = self.proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, stderr = self.proc.communicate()
+        own: Counter[str] = Counter()
+        total = 0
+        try:
+            lines = self.out.read_text().splitlines()
+        except OSError:
+            print(f"py-spy wrote no profile: {stderr.decode(errors='replace')[-500:]}")
+            return [], 0
+        for line in lines:
+            stack, _, count = line.rpartition(" ")
+            if not stack or not count.isdigit():
+                continue
+            leaf = stack.rsplit(";", 1)[-1]
+            own[_short(leaf)] += int(count)
+            total += int(count)
+        return own.most_common(top), total
+
+
+def _py_spy() -> str:
+    candidate = Path(sys.executable).parent / "py-spy"
+    if candidate.exists():
+        return str(candidate)
+    raise BenchError("--profile needs py-spy: .venv/bin/pip install py-spy")
+
+
+def _short(frame: str) -> str:
+    """``func (/long/path/site-packages/pkg/mod.py)`` -> ``func (pkg/mod.py)``."""
+    name, _, path = frame.partition(" (")
+    path = path.rstrip(")")
+    for marker in ("site-packages/", f"{ROOT}/", "/lib/python3"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+            break
+    return f"{name} ({path})" if path else name
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+
+async def run_scenario(
+    scenario: Scenario,
+    url: str,
+    api_key: str,
+    measured: Server,
+    mock: Server,
+    gateway: Server | None,
+    warmup: int,
+    bodies: Bodies,
+    profile_dir: Path | None,
+) -> Result:
+    connector = aiohttp.TCPConnector(limit=scenario.concurrency)
+    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        warm = await _bounded(load(session, url, api_key, scenario, warmup, bodies), scenario)
+        profiler = None
+        if profile_dir is not None and scenario.target == "gateway" and gateway is not None:
+            workers = gateway.workers()
+            if workers:
+                profiler = Profiler(workers[0], profile_dir / f"profile-{scenario.key}.txt")
+        server_before = cpu_seconds(measured.proc.pid)
+        mock_before = cpu_seconds(mock.proc.pid)
+        client_before = time.process_time()
+        outcome = await _bounded(
+            load(session, url, api_key, scenario, scenario.n, bodies), scenario
+        )
+        client_cpu = time.process_time() - client_before
+        server_cpu = cpu_seconds(measured.proc.pid) - server_before
+        mock_cpu = cpu_seconds(mock.proc.pid) - mock_before
+    profile, samples = profiler.finish() if profiler is not None else (None, 0)
+    rss = [] if gateway is None else [peak_rss_mb(pid) or 0.0 for pid in gateway.workers()]
+    n = max(outcome.n, 1)
+    return Result(
+        scenario=scenario,
+        warmup=warm,
+        outcome=outcome,
+        server_cpu_ms=server_cpu * 1000 / n,
+        mock_cpu_ms=mock_cpu * 1000 / n,
+        client_cpu_ms=client_cpu * 1000 / n,
+        rss_mb=rss if scenario.target == "gateway" else [],
+        profile=profile,
+        profile_samples=samples,
+    )
+
+
+async def _bounded(phase, scenario: Scenario) -> Outcome:
+    try:
+        return await asyncio.wait_for(phase, SCENARIO_TIMEOUT)
+    except TimeoutError:
+        outcome = Outcome(n=scenario.n, elapsed=SCENARIO_TIMEOUT)
+        outcome.fail("scenario timed out", f"not finished after {SCENARIO_TIMEOUT:.0f} s")
+        return outcome
+
+
+async def bench(args: argparse.Namespace, logs: Path) -> list[Result]:
+    chosen = [s for s in scenarios_for(args.quick) if s.group in args.only]
+    warmup = 50 if args.quick else 200
+    mock_port, gateway_port = free_port(), free_port()
+    print("Preparing PostgreSQL database aqta_bench and Redis db 15 ...", flush=True)
+    prepare_stores()
+    env = aqta_env(mock_port, logs)
+    api_key = prepare_aqta(env)
+    servers: list[Server] = []
+    try:
+        mock = start_server(
+            "mock",
+            [
+                sys.executable,
+                "-m",
+                "gateway.mock_provider",
+                "--host",
+                HOST,
+                "--port",
+                str(mock_port),
+                "--chunks",
+                str(CHUNKS),
+                "--latency-ms",
+                "0",
+            ],
+            env,
+            logs,
+        )
+        servers.append(mock)
+        gateway = start_server(
+            "gateway",
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "aqta.asgi:application",
+                "--host",
+                HOST,
+                "--port",
+                str(gateway_port),
+                "--workers",
+                str(WORKERS),
+                "--no-access-log",
+                "--lifespan",
+                "on",
+                "--loop",
+                "uvloop",
+                "--http",
+                "httptools",
+            ],
+            env,
+            logs,
+        )
+        servers.append(gateway)
+        mock_url = f"http://{HOST}:{mock_port}/v1/chat/completions"
+        gateway_url = f"http://{HOST}:{gateway_port}/v1/chat/completions"
+        await wait_ready(mock, f"http://{HOST}:{mock_port}/v1/models", "mock")
+        await wait_ready(gateway, f"http://{HOST}:{gateway_port}/v1/models", api_key, WORKERS)
+        print(
+            f"mock on :{mock_port}, gateway on :{gateway_port} (workers "
+            f"{', '.join(map(str, gateway.workers()))}); logs in {logs}",
+            flush=True,
+        )
+        bodies = Bodies()
+        profile_dir = logs if args.profile else None
+        results = []
+        for scenario in chosen:
+            on_gateway = scenario.target == "gateway"
+            result = await run_scenario(
+                scenario,
+                gateway_url if on_gateway else mock_url,
+                api_key if on_gateway else "mock",
+                gateway if on_gateway else mock,
+                mock,
+                gateway,
+                warmup,
+                bodies,
+                profile_dir,
+            )
+            results.append(result)
+            print(
+                f"  {scenario.label}: {result.rps:,.0f} req/s, "
+                f"p50 {_num(result.p(0.5), 2)} ms, failures {result.outcome.failed}"
+                f" (+{result.warmup.failed} in warm-up)",
+                flush=True,
+            )
+            for pid, name in ((mock.proc.pid, "mock"), (gateway.proc.pid, "gateway")):
+                if not _running(pid):
+                    raise BenchError(f"{name} died during {scenario.label}")
+        return results
+    finally:
+        for server in reversed(servers):
+            stop_server(server)
+        for server in servers:
+            tail = server.log_tail(30)
+            if tail.strip() and server.name == "gateway":
+                print(f"\n--- last lines of the {server.name} log ({server.log}) ---\n{tail}")
+
+
+def _running(pid: int) -> bool:
+    fields = _stat(pid)
+    return fields is not None and fields[0] != "Z"
+
+
+# --- the report ----------------------------------------------------------------------------------
+
+
+def _num(value: float | None, digits: int = 1) -> str:
+    return "–" if value is None else f"{value:,.{digits}f}"
+
+
+def report(results: list[Result], args: argparse.Namespace) -> tuple[str, bool]:
+    """The Markdown report, and whether the run was clean (no failure at all)."""
+    by_key = {r.scenario.key: r for r in results}
+    lines = [
+        "| scenario | req/s | p50 ms | p99 ms | TTFB p50 ms (streams) | gateway CPU ms/request "
+        "| RSS MB per worker |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        s = r.scenario
+        cpu = _num(r.server_cpu_ms, 2)
+        if s.target == "mock":
+            cpu += " (mock)"
+        lines.append(
+            f"| {s.label} | {r.rps:,.0f} | {_num(r.p(0.5), 2)} | {_num(r.p(0.99), 2)} "
+            f"| {_num(r.ttfb(0.5), 2) if s.stream else '–'} | {cpu} "
+            f"| {' / '.join(f'{mb:.0f}' for mb in r.rss_mb) or '–'} |"
+        )
+    lines += ["", "Goals:", ""]
+    goals: list[tuple[str, float | None, float]] = []
+    b, e, c, c0 = (by_key.get(k) for k in ("B", "E", "C", "C0"))
+    goals.append(
+        (
+            "CPU per non-streaming request at 10 clients (B)",
+            b.server_cpu_ms if b else None,
+            GOAL_CPU_JSON_MS,
+        )
+    )
+    goals.append(
+        (
+            "CPU per 20-chunk stream at 10 clients (E)",
+            e.server_cpu_ms if e else None,
+            GOAL_CPU_STREAM_MS,
+        )
+    )
+    added = None
+    if c and c0 and c.p(0.5) is not None and c0.p(0.5) is not None:
+        added = c.p(0.5) - c0.p(0.5)  # type: ignore[operator]
+    goals.append(("added p50 latency at 1 client (C gateway − C mock)", added, GOAL_ADDED_P50_MS))
+    rss = [mb for r in results for mb in r.rss_mb]
+    goals.append(("peak RSS per gateway worker", max(rss) if rss else None, GOAL_RSS_MB))
+    units = ["ms", "ms", "ms", "MB"]
+    for (name, value, limit), unit in zip(goals, units, strict=True):
+        verdict = "n/a" if value is None else ("**pass**" if value <= limit else "**MISS**")
+        lines.append(f"- {name}: {_num(value, 2)} {unit} (goal ≤ {limit} {unit}): {verdict}")
+    lines += [
+        "",
+        "Details: CPU per request of the mock's process (behind the gateway too) and of this "
+        "load generator.",
+        "",
+        "| scenario | N | mock CPU ms/request | client CPU ms/request | failures (warm-up) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    clean = True
+    for r in results:
+        lines.append(
+            f"| {r.scenario.label} | {r.outcome.n} | {_num(r.mock_cpu_ms, 2)} "
+            f"| {_num(r.client_cpu_ms, 2)} | {r.outcome.failed} ({r.warmup.failed}) |"
+        )
+        clean = clean and r.outcome.failed == 0 and r.warmup.failed == 0
+    failures = [(r, o) for r in results for o in (r.warmup, r.outcome) if o.failed]
+    if failures:
+        lines += ["", "**THIS RUN HAD ERRORS; its numbers do not describe a working gateway.**", ""]
+        for r, o in failures:
+            phase = "warm-up" if o is r.warmup else "measured"
+            counts = ", ".join(f"{reason} × {count}" for reason, count in o.failures.items())
+            lines.append(f"- {r.scenario.label} ({phase}): {counts}")
+            lines += [f"    - `{example}`" for example in o.examples]
+    for r in results:
+        if r.profile:
+            lines += [
+                "",
+                f"py-spy, one gateway worker during {r.scenario.label} "
+                f"({r.profile_samples} samples), own time:",
+                "",
+            ]
+            lines += [
+                f"- {100 * count / r.profile_samples:5.1f} %  {name}" for name, count in r.profile
+            ]
+    mode = "quick" if args.quick else "full"
+    cpu_source = "psutil" if psutil is not None else "/proc"
+    lines += [
+        "",
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {mode} run, {os.cpu_count()} CPUs, "
+        f"{WORKERS} gateway workers, mock with {CHUNKS} chunks and no latency, CPU from "
+        f"{cpu_source} (process tree: uvicorn master + workers), RSS = VmHWM"
+        + (", **py-spy attached (CPU numbers perturbed)**" if args.profile else "")
+        + ".",
+    ]
+    return "\n".join(lines) + "\n", clean
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small N: a smoke run")
+    parser.add_argument("--only", default="A,B,C,D,E", help="scenarios, e.g. B,E (C = both C rows)")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy record one gateway worker during the gateway scenarios (needs py-spy)",
+    )
+    args = parser.parse_args(argv)
+    args.only = {part.strip().upper() for part in args.only.split(",") if part.strip()}
+    unknown = args.only - set("ABCDE")
+    if unknown or not args.only:
+        parser.error(f"--only takes letters A to E, not {','.join(sorted(unknown)) or 'nothing'}")
+    return args
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)  # runs the clean-up in the finally blocks
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    logs = Path(tempfile.mkdtemp(prefix="aqta-bench-"))
+    started = time.monotonic()
+    try:
+        if args.profile:
+            _py_spy()
+        results = asyncio.run(bench(args, logs))
+    except BenchError as error:
+        print(f"\nBENCHMARK FAILED: {error}", file=sys.stderr)
+        return 2
+    text, clean = report(results, args)
+    print("\n" + text)
+    RESULTS.write_text(text)
+    print(f"Written to {RESULTS.relative_to(ROOT)} ({time.monotonic() - started:.0f} s).")
+    if not clean:
+        print("\n!!! THE BENCHMARK SAW FAILED REQUESTS: see the list above. !!!", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
