@@ -126,6 +126,7 @@ class Result:
     server_cpu_ms: float | None  # measured server's process tree, per request
     mock_cpu_ms: float | None  # the mock's tree, per request (also behind the gateway)
     client_cpu_ms: float  # this process, per request
+    machine_busy: float  # share of all CPUs busy during the measured phase (everything)
     rss_mb: list[float]  # peak RSS of each gateway worker so far (gateway scenarios)
     profile: list[tuple[str, int]] | None = None
     profile_samples: int = 0
@@ -332,6 +333,14 @@ def cpu_seconds(root: int) -> float:
     return total
 
 
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) CPU ticks of the whole machine, from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    total = sum(fields)
+    return total - idle, total
+
+
 def peak_rss_mb(pid: int) -> float | None:
     """The process's peak resident set size (VmHWM)."""
     try:
@@ -365,6 +374,18 @@ class Server:
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+    def problems(self) -> list[str]:
+        """Log lines other than uvicorn's and the mock's start-up chatter."""
+        try:
+            lines = self.log.read_text(errors="replace").splitlines()
+        except OSError:
+            return []
+        return [
+            line
+            for line in lines
+            if line.strip() and not line.startswith(("INFO:", "Mock OpenAI provider on"))
+        ]
 
     def workers(self) -> list[int]:
         """uvicorn's worker processes (the multiprocessing resource tracker is not one)."""
@@ -622,10 +643,12 @@ async def run_scenario(
         server_before = cpu_seconds(measured.proc.pid)
         mock_before = cpu_seconds(mock.proc.pid)
         client_before = time.process_time()
+        machine_before = machine_ticks()
         outcome = await _bounded(
             load(session, url, api_key, scenario, scenario.n, bodies), scenario
         )
         client_cpu = time.process_time() - client_before
+        machine_after = machine_ticks()
         server_cpu = cpu_seconds(measured.proc.pid) - server_before
         mock_cpu = cpu_seconds(mock.proc.pid) - mock_before
     profile, samples = profiler.finish() if profiler is not None else (None, 0)
@@ -638,6 +661,8 @@ async def run_scenario(
         server_cpu_ms=server_cpu * 1000 / n,
         mock_cpu_ms=mock_cpu * 1000 / n,
         client_cpu_ms=client_cpu * 1000 / n,
+        machine_busy=(machine_after[0] - machine_before[0])
+        / max(machine_after[1] - machine_before[1], 1),
         rss_mb=rss if scenario.target == "gateway" else [],
         profile=profile,
         profile_samples=samples,
@@ -747,9 +772,10 @@ async def bench(args: argparse.Namespace, logs: Path) -> list[Result]:
         for server in reversed(servers):
             stop_server(server)
         for server in servers:
-            tail = server.log_tail(30)
-            if tail.strip() and server.name == "gateway":
-                print(f"\n--- last lines of the {server.name} log ({server.log}) ---\n{tail}")
+            problems = server.problems()
+            if problems:
+                print(f"\n--- {server.name} log, besides INFO lines ({server.log}) ---")
+                print("\n".join(problems[-60:]))
 
 
 def _running(pid: int) -> bool:
@@ -761,7 +787,7 @@ def _running(pid: int) -> bool:
 
 
 def _num(value: float | None, digits: int = 1) -> str:
-    return "–" if value is None else f"{value:,.{digits}f}"
+    return "-" if value is None else f"{value:,.{digits}f}"
 
 
 def report(results: list[Result], args: argparse.Namespace) -> tuple[str, bool]:
@@ -779,8 +805,8 @@ def report(results: list[Result], args: argparse.Namespace) -> tuple[str, bool]:
             cpu += " (mock)"
         lines.append(
             f"| {s.label} | {r.rps:,.0f} | {_num(r.p(0.5), 2)} | {_num(r.p(0.99), 2)} "
-            f"| {_num(r.ttfb(0.5), 2) if s.stream else '–'} | {cpu} "
-            f"| {' / '.join(f'{mb:.0f}' for mb in r.rss_mb) or '–'} |"
+            f"| {_num(r.ttfb(0.5), 2) if s.stream else '-'} | {cpu} "
+            f"| {' / '.join(f'{mb:.0f}' for mb in r.rss_mb) or '-'} |"
         )
     lines += ["", "Goals:", ""]
     goals: list[tuple[str, float | None, float]] = []
@@ -802,7 +828,7 @@ def report(results: list[Result], args: argparse.Namespace) -> tuple[str, bool]:
     added = None
     if c and c0 and c.p(0.5) is not None and c0.p(0.5) is not None:
         added = c.p(0.5) - c0.p(0.5)  # type: ignore[operator]
-    goals.append(("added p50 latency at 1 client (C gateway − C mock)", added, GOAL_ADDED_P50_MS))
+    goals.append(("added p50 latency at 1 client (C gateway - C mock)", added, GOAL_ADDED_P50_MS))
     rss = [mb for r in results for mb in r.rss_mb]
     goals.append(("peak RSS per gateway worker", max(rss) if rss else None, GOAL_RSS_MB))
     units = ["ms", "ms", "ms", "MB"]
@@ -812,16 +838,19 @@ def report(results: list[Result], args: argparse.Namespace) -> tuple[str, bool]:
     lines += [
         "",
         "Details: CPU per request of the mock's process (behind the gateway too) and of this "
-        "load generator.",
+        "load generator; machine busy = share of all CPUs in use during the measured phase "
+        "(every process: also Redis, PostgreSQL).",
         "",
-        "| scenario | N | mock CPU ms/request | client CPU ms/request | failures (warm-up) |",
-        "|---|---:|---:|---:|---:|",
+        "| scenario | N | mock CPU ms/request | client CPU ms/request | machine busy "
+        "| failures (warm-up) |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     clean = True
     for r in results:
         lines.append(
             f"| {r.scenario.label} | {r.outcome.n} | {_num(r.mock_cpu_ms, 2)} "
-            f"| {_num(r.client_cpu_ms, 2)} | {r.outcome.failed} ({r.warmup.failed}) |"
+            f"| {_num(r.client_cpu_ms, 2)} | {100 * r.machine_busy:.0f} % "
+            f"| {r.outcome.failed} ({r.warmup.failed}) |"
         )
         clean = clean and r.outcome.failed == 0 and r.warmup.failed == 0
     failures = [(r, o) for r in results for o in (r.warmup, r.outcome) if o.failed]
@@ -829,7 +858,7 @@ def report(results: list[Result], args: argparse.Namespace) -> tuple[str, bool]:
         lines += ["", "**THIS RUN HAD ERRORS; its numbers do not describe a working gateway.**", ""]
         for r, o in failures:
             phase = "warm-up" if o is r.warmup else "measured"
-            counts = ", ".join(f"{reason} × {count}" for reason, count in o.failures.items())
+            counts = ", ".join(f"{reason}: {count}" for reason, count in o.failures.items())
             lines.append(f"- {r.scenario.label} ({phase}): {counts}")
             lines += [f"    - `{example}`" for example in o.examples]
     for r in results:

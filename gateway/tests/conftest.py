@@ -96,7 +96,9 @@ def run_gateway(mock: MockServer, *, workers: int = 1, redis_url: str | None, **
         "OPENAI_BASE_URL": mock.base_url,
         "OPENAI_API_KEY": "mock-upstream-key",
         "AQTA_UPSTREAM_READ_TIMEOUT": "3",
-        "AQTA_CATALOG_REFRESH_SECONDS": "1",
+        # Loaded once at start-up: each test's flush and reseed must not open a window
+        # in which the catalogue is empty.
+        "AQTA_CATALOG_REFRESH_SECONDS": "3600",
         "PROMETHEUS_MULTIPROC_DIR": metrics_dir,
         "LOG_LEVEL": "WARNING",
         **({"REDIS_URL": redis_url} if redis_url else {}),
