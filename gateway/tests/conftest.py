@@ -108,7 +108,7 @@ def run_gateway(mock: MockServer, *, workers: int = 1, redis_url: str | None, **
         sys.executable, "-m", "uvicorn", "aqta.asgi:application", "--host", "127.0.0.1",
         "--port", str(port), "--workers", str(workers), "--lifespan", "on", "--no-access-log",
     ]  # fmt: skip
-    process = subprocess.Popen(command, cwd=ROOT, env=environment)  # noqa: S603
+    process = subprocess.Popen(command, cwd=ROOT, env=environment)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
