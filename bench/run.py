@@ -53,6 +53,8 @@ REQUEST_TIMEOUT = 30.0
 SCENARIO_TIMEOUT = 150.0
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
+IDLE_SECONDS = 3.0  # the gateway's background CPU is measured this long after the scenarios
+BUSY_WARNING = 0.15
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 # Provider settings inherited from the shell would route models off this machine.
 PROVIDER_ENV = re.compile(r"^[A-Z0-9_]+_(API_KEY|BASE_URL)(_FILE)?$")
@@ -127,7 +129,9 @@ class Result:
     mock_cpu_ms: float | None  # the mock's tree, per request (also behind the gateway)
     client_cpu_ms: float  # this process, per request
     machine_busy: float  # share of all CPUs busy during the measured phase (everything)
+    other_cpu_ms: float  # per request: all CPU time not of the server, mock or client
     rss_mb: list[float]  # peak RSS of each gateway worker so far (gateway scenarios)
+    split_ms: tuple[float, float, float] | None  # gateway per request: loop, threads, rest
     profile: list[tuple[str, int]] | None = None
     profile_samples: int = 0
 
@@ -140,6 +144,13 @@ class Result:
 
     def ttfb(self, q: float) -> float | None:
         return percentile(self.outcome.ttfbs, q)
+
+
+@dataclass(slots=True)
+class Run:
+    results: list[Result] = field(default_factory=list)
+    busy_before: float = 0.0  # share of all CPUs busy before anything started
+    gateway_idle_ms_per_s: float | None = None  # the gateway's background CPU, without load
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -331,6 +342,37 @@ def cpu_seconds(root: int) -> float:
         elif (fields := _stat(pid)) is not None:
             total += (int(fields[11]) + int(fields[12])) / CLK_TCK
     return total
+
+
+def thread_split(pid: int) -> tuple[float, float]:
+    """CPU seconds of a process's main thread (the event loop) and of its other threads."""
+    main = others = 0.0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return main, others
+    for tid in tids:
+        try:
+            text = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2 :].split()
+        seconds = (int(fields[11]) + int(fields[12])) / CLK_TCK
+        if tid == str(pid):
+            main += seconds
+        else:
+            others += seconds
+    return main, others
+
+
+def gateway_split(gateway: Server) -> tuple[float, float, float]:
+    """CPU seconds of the workers' event-loop threads, their other threads, everything else."""
+    loop = threads = 0.0
+    for pid in gateway.workers():
+        main, others = thread_split(pid)
+        loop += main
+        threads += others
+    return loop, threads, cpu_seconds(gateway.proc.pid) - loop - threads
 
 
 def machine_ticks() -> tuple[int, int]:
@@ -640,6 +682,7 @@ async def run_scenario(
             workers = gateway.workers()
             if workers:
                 profiler = Profiler(workers[0], profile_dir / f"profile-{scenario.key}.txt")
+        split_before = gateway_split(gateway) if gateway is not None else (0.0, 0.0, 0.0)
         server_before = cpu_seconds(measured.proc.pid)
         mock_before = cpu_seconds(mock.proc.pid)
         client_before = time.process_time()
@@ -650,10 +693,13 @@ async def run_scenario(
         client_cpu = time.process_time() - client_before
         machine_after = machine_ticks()
         server_cpu = cpu_seconds(measured.proc.pid) - server_before
+        split_after = gateway_split(gateway) if gateway is not None else (0.0, 0.0, 0.0)
         mock_cpu = cpu_seconds(mock.proc.pid) - mock_before
     profile, samples = profiler.finish() if profiler is not None else (None, 0)
     rss = [] if gateway is None else [peak_rss_mb(pid) or 0.0 for pid in gateway.workers()]
     n = max(outcome.n, 1)
+    busy = machine_after[0] - machine_before[0]
+    on_mock = measured is mock
     return Result(
         scenario=scenario,
         warmup=warm,
@@ -661,9 +707,14 @@ async def run_scenario(
         server_cpu_ms=server_cpu * 1000 / n,
         mock_cpu_ms=mock_cpu * 1000 / n,
         client_cpu_ms=client_cpu * 1000 / n,
-        machine_busy=(machine_after[0] - machine_before[0])
-        / max(machine_after[1] - machine_before[1], 1),
+        machine_busy=busy / max(machine_after[1] - machine_before[1], 1),
+        other_cpu_ms=(busy / CLK_TCK - mock_cpu - client_cpu - (0 if on_mock else server_cpu))
+        * 1000
+        / n,
         rss_mb=rss if scenario.target == "gateway" else [],
+        split_ms=None
+        if on_mock
+        else tuple((a - b) * 1000 / n for a, b in zip(split_after, split_before, strict=True)),
         profile=profile,
         profile_samples=samples,
     )
@@ -678,9 +729,30 @@ async def _bounded(phase, scenario: Scenario) -> Outcome:
         return outcome
 
 
-async def bench(args: argparse.Namespace, logs: Path) -> list[Result]:
+async def busy_share(seconds: float) -> float:
+    """Share of all CPUs busy over the next ``seconds``."""
+    before = machine_ticks()
+    await asyncio.sleep(seconds)
+    after = machine_ticks()
+    return (after[0] - before[0]) / max(after[1] - before[1], 1)
+
+
+async def idle_cpu_ms_per_s(server: Server, seconds: float) -> float:
+    before = cpu_seconds(server.proc.pid)
+    await asyncio.sleep(seconds)
+    return (cpu_seconds(server.proc.pid) - before) * 1000 / seconds
+
+
+async def bench(args: argparse.Namespace, logs: Path) -> Run:
     chosen = [s for s in scenarios_for(args.quick) if s.group in args.only]
     warmup = 50 if args.quick else 200
+    run = Run(busy_before=await busy_share(1.0))
+    if run.busy_before > BUSY_WARNING:
+        print(
+            f"WARNING: the machine is {100 * run.busy_before:.0f} % busy before the benchmark "
+            "starts; other processes will perturb the numbers.",
+            flush=True,
+        )
     mock_port, gateway_port = free_port(), free_port()
     print("Preparing PostgreSQL database aqta_bench and Redis db 15 ...", flush=True)
     prepare_stores()
@@ -743,7 +815,6 @@ async def bench(args: argparse.Namespace, logs: Path) -> list[Result]:
         )
         bodies = Bodies()
         profile_dir = logs if args.profile else None
-        results = []
         for scenario in chosen:
             on_gateway = scenario.target == "gateway"
             result = await run_scenario(
@@ -757,7 +828,7 @@ async def bench(args: argparse.Namespace, logs: Path) -> list[Result]:
                 bodies,
                 profile_dir,
             )
-            results.append(result)
+            run.results.append(result)
             print(
                 f"  {scenario.label}: {result.rps:,.0f} req/s, "
                 f"p50 {_num(result.p(0.5), 2)} ms, failures {result.outcome.failed}"
@@ -767,7 +838,8 @@ async def bench(args: argparse.Namespace, logs: Path) -> list[Result]:
             for pid, name in ((mock.proc.pid, "mock"), (gateway.proc.pid, "gateway")):
                 if not _running(pid):
                     raise BenchError(f"{name} died during {scenario.label}")
-        return results
+        run.gateway_idle_ms_per_s = await idle_cpu_ms_per_s(gateway, IDLE_SECONDS)
+        return run
     finally:
         for server in reversed(servers):
             stop_server(server)
@@ -790,8 +862,9 @@ def _num(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
-def report(results: list[Result], args: argparse.Namespace) -> tuple[str, bool]:
+def report(run: Run, args: argparse.Namespace) -> tuple[str, bool]:
     """The Markdown report, and whether the run was clean (no failure at all)."""
+    results = run.results
     by_key = {r.scenario.key: r for r in results}
     lines = [
         "| scenario | req/s | p50 ms | p99 ms | TTFB p50 ms (streams) | gateway CPU ms/request "
@@ -837,19 +910,25 @@ def report(results: list[Result], args: argparse.Namespace) -> tuple[str, bool]:
         lines.append(f"- {name}: {_num(value, 2)} {unit} (goal ≤ {limit} {unit}): {verdict}")
     lines += [
         "",
-        "Details: CPU per request of the mock's process (behind the gateway too) and of this "
-        "load generator; machine busy = share of all CPUs in use during the measured phase "
-        "(every process: also Redis, PostgreSQL).",
+        "Details: where the gateway's CPU goes (event-loop threads of the workers, their other "
+        "threads such as the trace flusher's `to_thread` writes, the uvicorn master); CPU per "
+        "request of the mock (behind the gateway too) and of this load generator; rest = every "
+        "other process (Redis, PostgreSQL, anything else running); machine busy = share of all "
+        "CPUs in use during the measured phase.",
         "",
-        "| scenario | N | mock CPU ms/request | client CPU ms/request | machine busy "
+        "| scenario | N | gateway CPU: event loops / other threads / master, ms/request "
+        "| mock CPU ms/request | client CPU ms/request | rest CPU ms/request | machine busy "
         "| failures (warm-up) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     clean = True
     for r in results:
         lines.append(
-            f"| {r.scenario.label} | {r.outcome.n} | {_num(r.mock_cpu_ms, 2)} "
-            f"| {_num(r.client_cpu_ms, 2)} | {100 * r.machine_busy:.0f} % "
+            f"| {r.scenario.label} | {r.outcome.n} "
+            f"| {' / '.join(f'{ms:.2f}' for ms in r.split_ms) if r.split_ms else '-'} "
+            f"| {_num(r.mock_cpu_ms, 2)} "
+            f"| {_num(r.client_cpu_ms, 2)} | {_num(r.other_cpu_ms, 2)} "
+            f"| {100 * r.machine_busy:.0f} % "
             f"| {r.outcome.failed} ({r.warmup.failed}) |"
         )
         clean = clean and r.outcome.failed == 0 and r.warmup.failed == 0
@@ -872,6 +951,17 @@ def report(results: list[Result], args: argparse.Namespace) -> tuple[str, bool]:
             lines += [
                 f"- {100 * count / r.profile_samples:5.1f} %  {name}" for name, count in r.profile
             ]
+    lines += [
+        "",
+        f"Gateway CPU without load (flushers, refreshes): {_num(run.gateway_idle_ms_per_s, 1)} "
+        f"ms per second; machine busy before the run: {100 * run.busy_before:.0f} %"
+        + (
+            " (**other processes were running: numbers perturbed**)"
+            if run.busy_before > BUSY_WARNING
+            else ""
+        )
+        + ".",
+    ]
     mode = "quick" if args.quick else "full"
     cpu_source = "psutil" if psutil is not None else "/proc"
     lines += [
@@ -914,11 +1004,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.profile:
             _py_spy()
-        results = asyncio.run(bench(args, logs))
+        run = asyncio.run(bench(args, logs))
     except BenchError as error:
         print(f"\nBENCHMARK FAILED: {error}", file=sys.stderr)
         return 2
-    text, clean = report(results, args)
+    text, clean = report(run, args)
     print("\n" + text)
     RESULTS.write_text(text)
     print(f"Written to {RESULTS.relative_to(ROOT)} ({time.monotonic() - started:.0f} s).")

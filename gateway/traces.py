@@ -241,10 +241,13 @@ class RedisBuffer:
         await self._store([e for e in entries if e and e[1]])
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self.ensure_group()
+        grouped = False
         cycles = 0
         while not stop.is_set():
             try:
+                if not grouped:
+                    await self.ensure_group()
+                    grouped = True
                 await self.flush_once(block_ms=int(FLUSH_INTERVAL * 1000))
                 cycles += 1
                 if cycles % 30 == 1:
@@ -253,9 +256,9 @@ class RedisBuffer:
                 raise
             except Exception as error:
                 if "NOGROUP" in str(error):  # the stream was deleted (e.g. Redis flushed)
-                    await self.ensure_group()
+                    grouped = False
                     continue
-                logger.exception("trace flusher: will retry")
+                logger.error("trace flusher: %s; retrying", error)
                 await asyncio.sleep(FLUSH_INTERVAL)
             await self.fallback.flush_once()
         try:

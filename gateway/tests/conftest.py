@@ -152,9 +152,12 @@ def live_gateway(django_db_setup, django_db_blocker, mock_provider) -> Iterator[
 
 
 @pytest.fixture
-def gw(live_gateway, transactional_db, mock) -> LiveGateway:
-    """The live gateway, with committed seed data for this test."""
+def gw(live_gateway, transactional_db, mock, settings) -> LiveGateway:
+    """The live gateway, with committed seed data for this test. The test process shares
+    the gateway's Redis, as the control plane does in production (revocations, caches)."""
     seed_catalogue()
+    if live_gateway.redis_url:
+        settings.REDIS_URL = live_gateway.redis_url
     return live_gateway
 
 

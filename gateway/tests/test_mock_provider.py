@@ -713,8 +713,9 @@ def test_it_runs_as_a_module_with_cli_flags() -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "gateway.mock_provider", "--port", str(port), "--chunks", "3"],
         cwd=project_root,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     client = openai.OpenAI(
         base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0, timeout=1
@@ -727,10 +728,11 @@ def test_it_runs_as_a_module_with_cli_flags() -> None:
             return False
 
     try:
-        assert wait_for(answers, timeout=10)
+        assert wait_for(answers, timeout=15), "the mock did not start"
         completion = client.chat.completions.create(model="m", messages=HELLO)
         assert completion.choices[0].message.content == "This is a"
     finally:
         client.close()
         process.terminate()
-        process.wait(timeout=10)
+        output, _ = process.communicate(timeout=10)
+    assert f"http://127.0.0.1:{port}/v1" in output
