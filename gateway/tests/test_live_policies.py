@@ -76,7 +76,7 @@ def test_spend_is_settled_to_the_real_cost(gw, make_key):
 
 
 def test_the_loop_guard_suppresses_a_repeated_request(gw, make_key):
-    secret, api_key = make_key()
+    secret, _api_key = make_key()
     client = gw.sdk(secret)
     for _ in range(10):
         client.chat.completions.create(model="gpt-4o-mini", messages=_messages("same"))
