@@ -21,11 +21,12 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType, ModuleType
-from typing import Literal
+from typing import Any, Literal
 
 import aiohttp
 import orjson
@@ -132,8 +133,10 @@ class Result:
     other_cpu_ms: float  # per request: all CPU time not of the server, mock or client
     rss_mb: list[float]  # peak RSS of each gateway worker so far (gateway scenarios)
     split_ms: tuple[float, float, float] | None  # gateway per request: loop, threads, rest
-    profile: list[tuple[str, int]] | None = None
-    profile_samples: int = 0
+    redis_cpu_us: float  # Redis's CPU per request (server-wide)
+    admit_us: float | None  # Redis's time per admission script (EVALSHA) call
+    trace_batches: int  # trace batches the flushers acknowledged (XACK calls)
+    profile: Profile | None = None
 
     @property
     def rps(self) -> float:
@@ -372,7 +375,27 @@ def gateway_split(gateway: Server) -> tuple[float, float, float]:
         main, others = thread_split(pid)
         loop += main
         threads += others
-    return loop, threads, cpu_seconds(gateway.proc.pid) - loop - threads
+    return loop, threads, max(cpu_seconds(gateway.proc.pid) - loop - threads, 0.0)
+
+
+def redis_stats() -> dict[str, float]:
+    """Redis server-wide: its CPU seconds, and calls and microseconds of some commands."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        cpu = client.info("cpu")
+        commands = client.info("commandstats")
+    except redis.RedisError:
+        return {}
+    finally:
+        client.close()
+    stats = {"cpu": float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])}
+    for name in ("evalsha", "xack"):
+        entry = commands.get(f"cmdstat_{name}", {})
+        stats[f"{name}_calls"] = float(entry.get("calls", 0))
+        stats[f"{name}_usec"] = float(entry.get("usec", 0))
+    return stats
 
 
 def machine_ticks() -> tuple[int, int]:
@@ -522,12 +545,17 @@ def prepare_stores() -> None:
     import psycopg
     import redis
 
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {DB_NAME}")
+    try:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
+            conn.execute(f"CREATE DATABASE {DB_NAME}")
+    except psycopg.Error as error:
+        raise BenchError(f"PostgreSQL at {PG_ADMIN_URL}: {error}") from None
     client = redis.Redis.from_url(REDIS_URL)
     try:
         client.flushdb()
+    except redis.RedisError as error:
+        raise BenchError(f"Redis at {REDIS_URL}: {error}") from None
     finally:
         client.close()
 
@@ -587,6 +615,11 @@ def prepare_aqta(env: dict[str, str]) -> str:
     return key
 
 
+PROJECT_PACKAGES = tuple(
+    f"{package}/"
+    for package in ("gateway", "accounts", "aqta", "billing", "compliance", "healthcare")
+)
+
 # --- profiling -----------------------------------------------------------------------------------
 
 
@@ -616,29 +649,40 @@ class Profiler:
         )
         time.sleep(0.5)  # let it attach before the phase starts
 
-    def finish(self, top: int = 20) -> tuple[list[tuple[str, int]], int]:
-        """Stop recording; the functions with most own (leaf) samples, and the sample count."""
+    def finish(self, top: int = 15) -> Profile:
+        """Stop recording and summarise the samples."""
         self.proc.send_signal(signal.SIGINT)
         try:
             _, stderr = self.proc.communicate(timeout=30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             _, stderr = self.proc.communicate()
-        own: Counter[str] = Counter()
-        total = 0
         try:
             lines = self.out.read_text().splitlines()
         except OSError:
             print(f"py-spy wrote no profile: {stderr.decode(errors='replace')[-500:]}")
-            return [], 0
+            return Profile(0, [], [])
+        own: Counter[str] = Counter()
+        inclusive: Counter[str] = Counter()
+        total = 0
         for line in lines:
             stack, _, count = line.rpartition(" ")
             if not stack or not count.isdigit():
                 continue
-            leaf = stack.rsplit(";", 1)[-1]
-            own[_short(leaf)] += int(count)
+            frames = [_short(frame) for frame in stack.split(";")]
+            own[frames[-1]] += int(count)
+            for frame in set(frames):
+                if frame.partition(" (")[2].startswith(PROJECT_PACKAGES):
+                    inclusive[frame] += int(count)
             total += int(count)
-        return own.most_common(top), total
+        return Profile(total, own.most_common(top), inclusive.most_common(top))
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    samples: int  # non-idle samples, all threads
+    own: list[tuple[str, int]]  # functions by own (leaf) samples
+    project: list[tuple[str, int]]  # Aqta's functions by inclusive samples
 
 
 def _py_spy() -> str:
@@ -683,6 +727,7 @@ async def run_scenario(
             if workers:
                 profiler = Profiler(workers[0], profile_dir / f"profile-{scenario.key}.txt")
         split_before = gateway_split(gateway) if gateway is not None else (0.0, 0.0, 0.0)
+        redis_before = redis_stats()
         server_before = cpu_seconds(measured.proc.pid)
         mock_before = cpu_seconds(mock.proc.pid)
         client_before = time.process_time()
@@ -694,14 +739,20 @@ async def run_scenario(
         machine_after = machine_ticks()
         server_cpu = cpu_seconds(measured.proc.pid) - server_before
         split_after = gateway_split(gateway) if gateway is not None else (0.0, 0.0, 0.0)
+        redis_after = redis_stats()
         mock_cpu = cpu_seconds(mock.proc.pid) - mock_before
-    profile, samples = profiler.finish() if profiler is not None else (None, 0)
+    profile = profiler.finish() if profiler is not None else None
     rss = [] if gateway is None else [peak_rss_mb(pid) or 0.0 for pid in gateway.workers()]
     n = max(outcome.n, 1)
     busy = machine_after[0] - machine_before[0]
     on_mock = measured is mock
+    redis = {k: redis_after.get(k, 0.0) - redis_before.get(k, 0.0) for k in redis_after}
+    evalsha_calls = redis.get("evalsha_calls", 0.0)
     return Result(
         scenario=scenario,
+        redis_cpu_us=redis.get("cpu", 0.0) * 1e6 / n,
+        admit_us=redis["evalsha_usec"] / evalsha_calls if evalsha_calls else None,
+        trace_batches=int(redis.get("xack_calls", 0)),
         warmup=warm,
         outcome=outcome,
         server_cpu_ms=server_cpu * 1000 / n,
@@ -716,11 +767,10 @@ async def run_scenario(
         if on_mock
         else tuple((a - b) * 1000 / n for a, b in zip(split_after, split_before, strict=True)),
         profile=profile,
-        profile_samples=samples,
     )
 
 
-async def _bounded(phase, scenario: Scenario) -> Outcome:
+async def _bounded(phase: Coroutine[Any, Any, Outcome], scenario: Scenario) -> Outcome:
     try:
         return await asyncio.wait_for(phase, SCENARIO_TIMEOUT)
     except TimeoutError:
@@ -914,20 +964,28 @@ def report(run: Run, args: argparse.Namespace) -> tuple[str, bool]:
         "threads such as the trace flusher's `to_thread` writes, the uvicorn master); CPU per "
         "request of the mock (behind the gateway too) and of this load generator; rest = every "
         "other process (Redis, PostgreSQL, anything else running); machine busy = share of all "
-        "CPUs in use during the measured phase.",
+        "CPUs in use during the measured phase; Redis CPU (INFO cpu) and the time of its admission "
+        "script (EVALSHA, INFO commandstats) are server-wide; traces per flush batch = requests "
+        "/ XACK calls.",
         "",
         "| scenario | N | gateway CPU: event loops / other threads / master, ms/request "
-        "| mock CPU ms/request | client CPU ms/request | rest CPU ms/request | machine busy "
-        "| failures (warm-up) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| mock CPU ms/request | client CPU ms/request | rest CPU ms/request "
+        "| Redis CPU µs/request | Redis µs per admission | traces per flush batch "
+        "| machine busy | failures (warm-up) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     clean = True
     for r in results:
+        batch = "-"
+        if r.trace_batches and r.scenario.target == "gateway":
+            batch = f"{r.outcome.n / r.trace_batches:.1f}"
         lines.append(
             f"| {r.scenario.label} | {r.outcome.n} "
-            f"| {' / '.join(f'{ms:.2f}' for ms in r.split_ms) if r.split_ms else '-'} "
+            f"| {' / '.join(f'{max(ms, 0):.2f}' for ms in r.split_ms) if r.split_ms else '-'} "
             f"| {_num(r.mock_cpu_ms, 2)} "
             f"| {_num(r.client_cpu_ms, 2)} | {_num(r.other_cpu_ms, 2)} "
+            f"| {r.redis_cpu_us:.0f} | {_num(r.admit_us, 0)} "
+            f"| {batch} "
             f"| {100 * r.machine_busy:.0f} % "
             f"| {r.outcome.failed} ({r.warmup.failed}) |"
         )
@@ -941,16 +999,18 @@ def report(run: Run, args: argparse.Namespace) -> tuple[str, bool]:
             lines.append(f"- {r.scenario.label} ({phase}): {counts}")
             lines += [f"    - `{example}`" for example in o.examples]
     for r in results:
-        if r.profile:
-            lines += [
-                "",
-                f"py-spy, one gateway worker during {r.scenario.label} "
-                f"({r.profile_samples} samples), own time:",
-                "",
-            ]
-            lines += [
-                f"- {100 * count / r.profile_samples:5.1f} %  {name}" for name, count in r.profile
-            ]
+        if r.profile is None or not r.profile.samples:
+            continue
+        samples = r.profile.samples
+        lines += [
+            "",
+            f"py-spy, one gateway worker during {r.scenario.label} ({samples} samples, all "
+            "threads): own time, then Aqta's functions by inclusive time:",
+            "",
+        ]
+        lines += [f"- {100 * count / samples:5.1f} %  {name}" for name, count in r.profile.own]
+        lines.append("")
+        lines += [f"- {100 * count / samples:5.1f} %  {name}" for name, count in r.profile.project]
     lines += [
         "",
         f"Gateway CPU without load (flushers, refreshes): {_num(run.gateway_idle_ms_per_s, 1)} "

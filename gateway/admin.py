@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin
+from django.db import models
 
 from gateway import crypto
 from gateway.models import GatewayEvent, ProviderEndpoint, Trace, UsageCounter
@@ -32,6 +33,7 @@ class ProviderEndpointAdmin(admin.ModelAdmin):
     """Provider credentials: write-only, encrypted at rest, never displayed."""
 
     form = ProviderEndpointForm
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     list_display = ["name", "provider", "base_url", "is_default", "is_active", "has_key"]
     list_filter = ["provider", "is_default", "is_active"]
     search_fields = ["name", "base_url"]

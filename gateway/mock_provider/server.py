@@ -23,7 +23,7 @@ from aiohttp import web
 from . import wire
 from .config import MockConfig
 from .faults import Fault, FaultError, fault_from_step, fault_from_text
-from .replies import last_user_text, plan_reply, prompt_tokens
+from .replies import Reply, last_user_text, plan_reply, prompt_tokens
 from .state import MockState
 
 __all__ = ["CONFIG_KEY", "STATE_KEY", "MockServer", "create_app"]
@@ -105,19 +105,26 @@ async def _chat(request: web.Request, fault: Fault, started: float) -> web.Strea
     )
 
 
-def _completion(request: web.Request, body: dict[str, Any], fault: Fault) -> bytes:
-    config, state = request.app[CONFIG_KEY], request.app[STATE_KEY]
-    model = body["model"]
-    state.note_model(model)
+def _plan(
+    request: web.Request, body: dict[str, Any], fault: Fault
+) -> tuple[Reply, int, dict[str, Any]]:
+    """The reply each choice gets, the number of choices and the usage they add up to."""
+    config = request.app[CONFIG_KEY]
+    request.app[STATE_KEY].note_model(body["model"])
     reply = plan_reply(body, reply_text=config.reply_text, chunks=_chunks(fault, config))
     n = body.get("n") or 1
+    return reply, n, wire.usage(prompt_tokens(body["messages"]), n * len(reply.pieces))
+
+
+def _completion(request: web.Request, body: dict[str, Any], fault: Fault) -> bytes:
+    reply, n, usage = _plan(request, body, fault)
     return wire.completion(
         completion_id=wire.new_id("chatcmpl-", 15),
         created=int(time.time()),
-        model=model,
+        model=body["model"],
         reply=reply,
         n=n,
-        usage=wire.usage(prompt_tokens(body["messages"]), n * len(reply.pieces)),
+        usage=usage,
     )
 
 
@@ -125,17 +132,13 @@ async def _stream(
     request: web.Request, body: dict[str, Any], fault: Fault, started: float
 ) -> web.StreamResponse:
     config, state = request.app[CONFIG_KEY], request.app[STATE_KEY]
-    model = body["model"]
-    state.note_model(model)
-    reply = plan_reply(body, reply_text=config.reply_text, chunks=_chunks(fault, config))
-    n = body.get("n") or 1
+    reply, n, usage = _plan(request, body, fault)
     options = body.get("stream_options")
     include_usage = isinstance(options, dict) and options.get("include_usage") is True
-    usage = wire.usage(prompt_tokens(body["messages"]), n * len(reply.pieces))
     frames = wire.stream_frames(
         completion_id=wire.new_id("chatcmpl-", 15),
         created=int(time.time()),
-        model=model,
+        model=body["model"],
         reply=reply,
         n=n,
         usage=usage if include_usage else None,

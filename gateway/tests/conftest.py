@@ -161,6 +161,25 @@ def gw(live_gateway, transactional_db, mock, settings) -> LiveGateway:
     return live_gateway
 
 
+def drain_traces() -> None:
+    """Wait until the gateway has written every buffered trace, so the test database can
+    be flushed without racing the flusher (on PostgreSQL the two would deadlock)."""
+    from gateway.models import Trace
+    from gateway.traces import STREAM
+
+    url = redis_url_for_tests()
+    if url:
+        client = redis.Redis.from_url(url)
+        wait_for(lambda: client.xlen(STREAM) == 0, timeout=10, interval=0.05)
+    last = -1
+    for _ in range(40):  # then until the trace count holds still
+        count = Trace.objects.count()
+        if count == last:
+            return
+        last = count
+        time.sleep(0.15)
+
+
 @pytest.fixture
 def make_key(transactional_db):
     """Create a committed organisation + key; returns (secret, ApiKey)."""
@@ -181,7 +200,8 @@ def make_key(transactional_db):
         )
         return secret, api_key
 
-    return make
+    yield make
+    drain_traces()
 
 
 def wait_for(predicate, timeout: float = 10.0, interval: float = 0.1):
