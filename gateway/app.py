@@ -370,14 +370,20 @@ class Gateway:
         except (RedisError, OSError):
             metrics.REDIS_ERRORS.inc()
             if ask.quota is not None or budgets:
-                logger.error("redis unavailable: quota/budget cannot be checked; refusing")
+                logger.error(
+                    "redis unavailable: quota/budget cannot be checked; refusing",
+                    extra={"trace_id": call.trace_id},
+                )
                 raise AqtaError(
                     "The gateway cannot check your quota right now; retry shortly.",
                     status=503,
                     code="service_unavailable",
                     retry_after=1,
                 ) from None
-            logger.error("redis unavailable: rate limit not enforced for this call")
+            logger.error(
+                "redis unavailable: rate limit not enforced for this call",
+                extra={"trace_id": call.trace_id},
+            )
             admission = policy.Admission(policy.OK, ask.rate_limit, ask.rate_limit, 60)
         call.admission = admission
         if admission.verdict == policy.OK:
@@ -508,7 +514,12 @@ class Gateway:
                     if state.done or state.error:
                         break
             except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError) as error:
-                logger.warning("upstream stream from %s broke: %s", call.provider, error)
+                logger.warning(
+                    "upstream stream from %s broke: %s",
+                    call.provider,
+                    error,
+                    extra={"trace_id": call.trace_id},
+                )
         finally:
             response.release()
             self._stream_usage(call, state)
@@ -570,7 +581,10 @@ class Gateway:
                 self.buffer.pipeline_add(None, record)
         except (RedisError, OSError):
             metrics.REDIS_ERRORS.inc()
-            logger.error("redis unavailable: trace %s written from this process", call.trace_id)
+            logger.error(
+                "redis unavailable: trace written from this process",
+                extra={"trace_id": call.trace_id},
+            )
             self.buffer.add_local(record)
 
     def trace_record(self, call: Call) -> dict:

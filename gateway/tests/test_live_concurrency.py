@@ -97,3 +97,22 @@ def test_without_redis_an_unmetered_organisation_fails_open(redis_down, make_key
     assert response.status_code == 200
     # The trace still reaches the database, written from the gateway process itself.
     assert wait_for(lambda: Trace.objects.filter(api_key=api_key).exists(), timeout=10)
+
+
+def test_a_graceful_shutdown_flushes_the_in_process_buffer(
+    django_db_setup, django_db_blocker, mock_provider, make_key
+):
+    """Embedded buffering (no Redis): what is buffered when the server stops is stored."""
+    seed_catalogue()
+    secret, api_key = make_key()
+    with run_gateway(mock_provider, redis_url=None) as gateway:
+        for i in range(5):
+            response = httpx.post(
+                gateway.base_url + "/chat/completions",
+                json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"{i}"}]},
+                headers={"Authorization": f"Bearer {secret}"},
+            )
+            assert response.status_code == 200
+        gateway.process.terminate()  # SIGTERM at once: well inside the 1 s flush interval
+        gateway.process.wait(timeout=15)
+    assert Trace.objects.filter(api_key=api_key).count() == 5

@@ -6,6 +6,7 @@ Stream payloads have the shape of the recordings in PROVIDERS.md 1.7 (compact JS
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import orjson
@@ -109,7 +110,7 @@ def translate(
 
 def split_at(data: bytes, cuts: list[int]) -> list[bytes]:
     bounds = [0, *sorted(cuts), len(data)]
-    return [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    return [data[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 def random_splits(data: bytes, seed: int) -> list[bytes]:
