@@ -570,9 +570,9 @@ class Gateway:
             if self.redis is not None:
                 async with self.redis.pipeline(transaction=False) as pipe:
                     if call.ask is not None and call.ask.estimate != actual:
-                        keys = policy.budget_keys(call.ask, call.ts)
-                        pipe.incrby(keys[0], actual - call.ask.estimate)
-                        pipe.incrby(keys[1], actual - call.ask.estimate)
+                        policy.settle_in_pipeline(
+                            pipe, call.ask, call.ts, actual - call.ask.estimate
+                        )
                     self.buffer.pipeline_add(pipe, record)
                     await pipe.execute()
             else:

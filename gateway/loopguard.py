@@ -31,13 +31,21 @@ def _normal_text(content: Any) -> str:
 
 
 def _normal_message(message: dict) -> list:
-    calls = message.get("tool_calls") or []
     return [
         message.get("role"),
         _normal_text(message.get("content")),
-        [_call_signature(call) for call in calls if isinstance(call, dict)],
-        message.get("tool_call_id") and _normal_text(message.get("content")),
+        _calls(message),
+        message.get("tool_call_id"),
     ]
+
+
+def _calls(message: dict) -> list:
+    """Signatures of an assistant turn's tool calls (and of a legacy ``function_call``)."""
+    calls = [_call_signature(c) for c in message.get("tool_calls") or [] if isinstance(c, dict)]
+    legacy = message.get("function_call")
+    if isinstance(legacy, dict):
+        calls.append(_call_signature({"function": legacy}))
+    return calls
 
 
 def _call_signature(call: dict) -> list:
@@ -55,27 +63,46 @@ def fingerprint(model: str, messages: list, tools: Any) -> str:
     return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
 
 
-def _assistant_turns(messages: list) -> list[bytes]:
+def _assistant_turns(messages: list) -> list[tuple[bytes, bytes]]:
+    """Per assistant turn: (what it did, what the user said since the previous turn).
+
+    Tool results are left out (an agent's retries see different errors or timestamps),
+    but user turns count: a person who sends three different messages and gets "OK"
+    three times is not in a loop.
+    """
     turns = []
+    said: list[str] = []
     for message in messages:
-        if isinstance(message, dict) and message.get("role") == "assistant":
-            calls = [
-                _call_signature(c) for c in message.get("tool_calls") or [] if isinstance(c, dict)
-            ]
-            turn = [calls, "" if calls else _normal_text(message.get("content")).lower()]
-            turns.append(orjson.dumps(turn, option=orjson.OPT_SORT_KEYS))
+        if not isinstance(message, dict):
+            continue
+        role = message.get("role")
+        if role == "user":
+            said.append(_normal_text(message.get("content")))
+        elif role == "assistant":
+            calls = _calls(message)
+            text = "" if calls else _normal_text(message.get("content")).lower()
+            action = orjson.dumps([calls, text], option=orjson.OPT_SORT_KEYS)
+            turns.append((action, orjson.dumps(said)))
+            said = []
     return turns
 
 
 def repeats_a_cycle(messages: list) -> bool:
-    """True when the trailing assistant turns repeat one cycle at least MIN_REPEATS times."""
+    """True when the trailing assistant turns repeat one cycle at least MIN_REPEATS times,
+    with the same user input between them (none, for an agent talking to its tools)."""
     turns = _assistant_turns(messages)
     for period in range(1, MAX_PERIOD + 1):
         needed = period * MIN_REPEATS
         if len(turns) < needed:
             break
-        tail = turns[-needed:]
-        cycle = tail[:period]
-        if len(set(cycle)) == period and all(tail[i] == cycle[i % period] for i in range(needed)):
+        actions = [action for action, _ in turns[-needed:]]
+        said = [user for _, user in turns[-needed:]]
+        cycle = actions[:period]
+        if (
+            len(set(cycle)) == period
+            and all(actions[i] == cycle[i % period] for i in range(needed))
+            # What led to the first turn of the window is outside the cycle.
+            and all(said[i] == said[i + period] for i in range(1, needed - period))
+        ):
             return True
     return False

@@ -135,9 +135,20 @@ MONTH_TTL = 40 * 86_400
 
 
 def budget_keys(ask: Ask, now: float) -> tuple[str, str]:
-    """The organisation's and the key's budget counters, for settling in a pipeline."""
+    """The organisation's and the key's spend counters for the month of ``now``."""
     keys = _keys(ask, month_tag(now))
     return keys[2], keys[3]
+
+
+def settle_in_pipeline(pipe, ask: Ask, now: float, delta: int) -> None:
+    """Queue the budget settlement (real cost - estimate) on a Redis pipeline.
+
+    The counters may not exist yet (no budget, so nothing was reserved): they get the
+    month's TTL here too, so they never outlive it.
+    """
+    for key in budget_keys(ask, now):
+        pipe.incrby(key, delta)
+        pipe.expire(key, MONTH_TTL, nx=True)
 
 
 class RedisLimiter:
@@ -170,10 +181,8 @@ class RedisLimiter:
         delta = actual - ask.estimate
         if delta == 0:
             return
-        keys = _keys(ask, month_tag(now))
         async with self.client.pipeline(transaction=False) as pipe:
-            pipe.incrby(keys[2], delta)
-            pipe.incrby(keys[3], delta)
+            settle_in_pipeline(pipe, ask, now, delta)
             await pipe.execute()
 
     async def usage(self, org_id: str, now: float) -> tuple[int, int]:

@@ -64,13 +64,16 @@ def write_batch(records: list[dict]) -> int:
 
 
 def _write(records: list[dict]) -> int:
-    ids = [r["id"] for r in records]
+    unique = list({r["id"]: r for r in records}.values())
+    ids = [r["id"] for r in unique]
     existing = {str(i) for i in Trace.objects.filter(id__in=ids).values_list("id", flat=True)}
-    fresh = [r for r in records if r["id"] not in existing]
+    fresh = [r for r in unique if r["id"] not in existing]
     if not fresh:
         return 0
     with transaction.atomic():
-        Trace.objects.bulk_create([_trace(r) for r in fresh], ignore_conflicts=True)
+        # No ignore_conflicts: if another flusher stored one of these meanwhile, the whole
+        # batch rolls back and is retried record by record, so usage is counted once.
+        Trace.objects.bulk_create([_trace(r) for r in fresh])
         TraceContent.objects.bulk_create(
             [
                 TraceContent(

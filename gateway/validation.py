@@ -36,8 +36,12 @@ def _messages(messages: Any) -> None:
         if not isinstance(message, dict):
             raise _bad(f"messages[{i}] must be an object.", f"messages[{i}]")
         role = message.get("role")
+        if role is None:
+            raise _bad(
+                f"messages[{i}].role is required.", f"messages[{i}].role", "missing_parameter"
+            )
         if not isinstance(role, str) or not role:
-            raise _bad(f"messages[{i}].role is required.", f"messages[{i}].role")
+            raise _bad(f"messages[{i}].role must be a non-empty string.", f"messages[{i}].role")
 
 
 def _stop(stop: Any) -> None:

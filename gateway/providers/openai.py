@@ -14,7 +14,7 @@ from gateway.catalog import Endpoint, ModelEntry
 from gateway.providers.base import StreamState, UpstreamRequest
 
 EVENT_END = b"\n\n"
-DATA = b"data: "
+DATA = b"data:"
 DONE = b"[DONE]"
 
 
@@ -64,16 +64,18 @@ class OpenAIProvider:
         for event in events:
             if not event.startswith(DATA):
                 continue  # comments, keep-alives, empty events
-            payload = event[len(DATA) :].strip()
+            payload = event[len(DATA) :].strip()  # "data:" with or without the space
             if payload == DONE:
                 state.done = True
                 break
-            if state.first is None or b'"usage":{' in payload or b'"error"' in payload:
+            # OpenAI's own "usage":null needs no parsing; any other spelling is parsed.
+            has_usage = b'"usage"' in payload and b'"usage":null' not in payload
+            if state.first is None or has_usage or b'"error"' in payload:
                 chunk = orjson.loads(payload)
                 if state.first is None:
                     state.first = chunk
                 if chunk.get("error"):
-                    state.error = event + EVENT_END
+                    state.error = b"data: " + payload + EVENT_END
                     break
                 if chunk.get("usage"):
                     state.usage = usage_from(chunk["usage"])

@@ -5,8 +5,6 @@ from __future__ import annotations
 import itertools
 import json
 
-import pytest
-
 from gateway.loopguard import fingerprint, repeats_a_cycle
 
 _ids = itertools.count(1)
@@ -364,11 +362,6 @@ def test_a_long_coding_conversation_is_not_a_cycle():
     assert not repeats_a_cycle(messages)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="legacy function_call turns all look alike to _assistant_turns (only tool_calls "
-    "and content are read), so three different legacy calls count as one repeated turn",
-)
 def test_different_legacy_function_calls_are_not_a_cycle():
     messages = [user("Plan my day in Paris.")]
     for name, arguments in (
@@ -388,11 +381,6 @@ def test_different_legacy_function_calls_are_not_a_cycle():
     assert not repeats_a_cycle(messages)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="repeats_a_cycle ignores the user turns between assistant turns: a person "
-    "pasting a document in parts and asking for an acknowledgement each time is refused",
-)
 def test_acknowledging_a_document_sent_in_parts_is_not_a_cycle():
     messages = [
         user(

@@ -421,12 +421,6 @@ def test_the_redis_limiter_keys_all_expire(run_redis, ask):
     run_redis(scenario)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="settle() (and Gateway.finish's pipeline) INCRBY the month's budget counters "
-    "without EXPIRE; with no budget configured admit() never created them, so they "
-    "are created without a TTL and stay in Redis forever",
-)
 def test_spend_counters_expire_without_a_budget(run_redis, ask):
     async def scenario(limiter, client):
         request = ask()  # no budget: the estimate is 0, as the gateway sends it

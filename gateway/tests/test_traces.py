@@ -210,12 +210,6 @@ def test_a_batch_overlapping_a_stored_one_counts_only_the_new_records(db, key):
     assert UsageCounter.objects.get().requests == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_write counts usage and creates events for every record not stored before the "
-    "batch started (`fresh`), not for the rows its INSERT actually added: a record present "
-    "twice (or written by two flushers at once) is counted twice",
-)
 def test_a_record_present_twice_in_a_batch_is_counted_once(db, key):
     record = loop_record(key)
     passed = trace_record(key)

@@ -246,11 +246,6 @@ def test_it_rejects_an_invalid_request(changes, code, param):
     assert error.message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a message without a role is reported as invalid_parameter, while every other "
-    "absent required field (model, messages) is missing_parameter",
-)
 def test_a_message_without_a_role_is_a_missing_parameter():
     with pytest.raises(AqtaError) as caught:
         chat_request(with_(messages=[{"content": "Say hello."}]))
