@@ -417,6 +417,9 @@ AQTA_UPSTREAM_RETRIES = envint("AQTA_UPSTREAM_RETRIES", 2)
 AQTA_UPSTREAM_POOL_SIZE = envint("AQTA_UPSTREAM_POOL_SIZE", 200)
 AQTA_CACHE_TTL_SECONDS = envint("AQTA_CACHE_TTL_SECONDS", 3600)
 AQTA_CATALOG_REFRESH_SECONDS = envfloat("AQTA_CATALOG_REFRESH_SECONDS", 30.0)
+# Server workers also write buffered traces to the database unless a dedicated
+# `manage.py run_flusher` process does (the recommended production shape).
+AQTA_FLUSH_IN_WORKERS = envbool("AQTA_FLUSH_IN_WORKERS", True)
 # Keys are touched (last_used_at) at most this often, so a busy key is not a write per call.
 AQTA_KEY_TOUCH_INTERVAL_SECONDS = envint("AQTA_KEY_TOUCH_INTERVAL_SECONDS", 60)
 

@@ -983,7 +983,7 @@ def report(run: Run, args: argparse.Namespace) -> tuple[str, bool]:
             f"| {r.scenario.label} | {r.outcome.n} "
             f"| {' / '.join(f'{max(ms, 0):.2f}' for ms in r.split_ms) if r.split_ms else '-'} "
             f"| {_num(r.mock_cpu_ms, 2)} "
-            f"| {_num(r.client_cpu_ms, 2)} | {_num(r.other_cpu_ms, 2)} "
+            f"| {_num(r.client_cpu_ms, 2)} | {_num(max(r.other_cpu_ms, 0.0), 2)} "
             f"| {r.redis_cpu_us:.0f} | {_num(r.admit_us, 0)} "
             f"| {batch} "
             f"| {100 * r.machine_busy:.0f} % "
@@ -1068,6 +1068,9 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as error:
         print(f"\nBENCHMARK FAILED: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\nInterrupted; the servers were stopped.", file=sys.stderr)
+        return 130
     text, clean = report(run, args)
     print("\n" + text)
     RESULTS.write_text(text)

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import logging
 import math
+import os
 import time
-import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -110,6 +111,30 @@ class Call:
         }
 
 
+class TraceIds:
+    """Trace ids without a system call per request: 80 random bits per process plus a
+    counter, as 32 hex digits (a valid UUID value, unique across workers and hosts)."""
+
+    def __init__(self) -> None:
+        self.reset()
+        # A forked worker (e.g. a server that preloads the app) needs its own prefix.
+        os.register_at_fork(after_in_child=self.reset)
+
+    def reset(self) -> None:
+        self.prefix = os.urandom(10).hex()
+        self.counter = itertools.count()
+
+    def next(self) -> str:
+        return f"{self.prefix}{next(self.counter) & 0xFFFFFFFFFFFF:012x}"
+
+
+_ids = TraceIds()
+
+
+def _new_call() -> Call:
+    return Call(_ids.next(), time.perf_counter(), time.time())
+
+
 class Gateway:
     def __init__(self) -> None:
         self.started = False
@@ -141,8 +166,11 @@ class Gateway:
             self.cache = ResponseCache(self.redis, settings.AQTA_CACHE_TTL_SECONDS)
             self.catalog = await asyncio.to_thread(catalog_load)
             self.stop.clear()
+            # With a dedicated flusher process (`manage.py run_flusher`) the workers only
+            # write what they had to keep locally while Redis was down.
+            consume = self.redis is None or settings.AQTA_FLUSH_IN_WORKERS
             self.tasks = [
-                asyncio.create_task(self.buffer.run(self.stop)),
+                asyncio.create_task(self.buffer.run(self.stop, consume=consume)),
                 asyncio.create_task(self._refresh_catalog()),
             ]
             self.started = True
@@ -185,12 +213,12 @@ class Gateway:
         else:
             return await self.reply_error(
                 send,
-                Call(uuid.uuid4().hex, time.perf_counter(), time.time()),
+                _new_call(),
                 AqtaError(f"Unknown endpoint {path}.", status=404, code="not_found"),
             )
         return await self.reply_error(
             send,
-            Call(uuid.uuid4().hex, time.perf_counter(), time.time()),
+            _new_call(),
             AqtaError(f"{method} is not allowed here.", status=405, code="method_not_allowed"),
         )
 
@@ -222,7 +250,7 @@ class Gateway:
     # --- GET /v1/models ------------------------------------------------------------------
 
     async def models(self, scope, send, model_id: str | None) -> None:
-        call = Call(uuid.uuid4().hex, time.perf_counter(), time.time())
+        call = _new_call()
         try:
             call.record = await self.authenticate(scope)
             if self.redis is not None and await self.keys.revoked(call.record):
@@ -260,7 +288,7 @@ class Gateway:
     # --- POST /v1/chat/completions ---------------------------------------------------------
 
     async def chat(self, scope, receive, send) -> None:
-        call = Call(uuid.uuid4().hex, time.perf_counter(), time.time())
+        call = _new_call()
         try:
             call.raw = await http.read_body(receive, settings.AQTA_MAX_REQUEST_BYTES)
             call.record = await self.authenticate(scope)

@@ -114,8 +114,16 @@ class Ask:
     cycle: bool
 
 
+_month_cache: tuple[int, str] = (-1, "")
+
+
 def month_tag(now: float) -> str:
-    return datetime.fromtimestamp(now, UTC).strftime("%Y%m")
+    """``YYYYMM`` (UTC) of ``now``, computed once a minute rather than per call."""
+    global _month_cache
+    minute = int(now // 60)
+    if _month_cache[0] != minute:
+        _month_cache = (minute, datetime.fromtimestamp(minute * 60, UTC).strftime("%Y%m"))
+    return _month_cache[1]
 
 
 def _keys(ask: Ask, month: str) -> list[str]:

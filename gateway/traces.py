@@ -188,7 +188,7 @@ class LocalBuffer:
             self.items[:0] = batch
             return 0
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self, stop: asyncio.Event, consume: bool = True) -> None:
         while not stop.is_set():
             try:
                 await asyncio.wait_for(stop.wait(), FLUSH_INTERVAL)
@@ -227,15 +227,21 @@ class RedisBuffer:
         records = [orjson.loads(fields[b"d"]) for _, fields in entries]
         await asyncio.to_thread(write_batch, records)
         ids = [entry_id for entry_id, _ in entries]
-        await self.client.xack(STREAM, GROUP, *ids)
-        await self.client.xdel(STREAM, *ids)
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.xack(STREAM, GROUP, *ids)
+            pipe.xdel(STREAM, *ids)
+            await pipe.execute()
 
-    async def flush_once(self, block_ms: int | None = None) -> None:
+    async def flush_once(self, block_ms: int | None = None) -> int:
+        """Store up to BATCH waiting entries; returns how many there were."""
         reply = await self.reader.xreadgroup(
             GROUP, self.consumer, {STREAM: ">"}, count=BATCH, block=block_ms
         )
+        count = 0
         for _, entries in reply or []:
             await self._store(entries)
+            count += len(entries)
+        return count
 
     async def claim_abandoned(self) -> None:
         _, entries, *_ = await self.client.xautoclaim(
@@ -243,7 +249,10 @@ class RedisBuffer:
         )
         await self._store([e for e in entries if e and e[1]])
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self, stop: asyncio.Event, consume: bool = True) -> None:
+        if not consume:
+            await self.fallback.run(stop)
+            return
         grouped = False
         cycles = 0
         while not stop.is_set():
@@ -251,10 +260,16 @@ class RedisBuffer:
                 if not grouped:
                     await self.ensure_group()
                     grouped = True
-                await self.flush_once(block_ms=int(FLUSH_INTERVAL * 1000))
+                stored = await self.flush_once(block_ms=int(FLUSH_INTERVAL * 1000))
                 cycles += 1
                 if cycles % 30 == 1:
                     await self.claim_abandoned()
+                if stored < BATCH:
+                    # Batch up: a write per trace would cost more than the calls it records.
+                    try:
+                        await asyncio.wait_for(stop.wait(), FLUSH_INTERVAL)
+                    except TimeoutError:
+                        pass
             except asyncio.CancelledError:
                 raise
             except Exception as error:

@@ -1,0 +1,41 @@
+"""Write buffered traces and usage from the Redis stream to the database.
+
+Run one or more of these beside the server workers and set ``AQTA_FLUSH_IN_WORKERS=false``:
+the database writes then cost the request-serving processes nothing. Flushers share a
+consumer group, so any number can run, on any host; entries left pending by one that
+died are claimed by another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+from django.core.management.base import BaseCommand, CommandError
+
+from aqta import redis as aqta_redis
+from gateway.traces import RedisBuffer
+
+
+class Command(BaseCommand):
+    help = "Flush gateway traces from Redis to the database until SIGTERM/SIGINT."
+
+    def handle(self, *args, **options) -> None:
+        if not aqta_redis.enabled():
+            raise CommandError("run_flusher needs REDIS_URL (embedded workers flush themselves).")
+        asyncio.run(self._run())
+
+    async def _run(self) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        client = aqta_redis.async_client()
+        reader = aqta_redis.async_client(socket_timeout=5)
+        self.stderr.write("trace flusher running")
+        try:
+            await RedisBuffer(client, reader).run(stop)
+        finally:
+            await client.aclose()
+            await reader.aclose()
+        self.stderr.write("trace flusher stopped")
