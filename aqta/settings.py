@@ -417,6 +417,8 @@ AQTA_UPSTREAM_RETRIES = envint("AQTA_UPSTREAM_RETRIES", 2)
 AQTA_UPSTREAM_POOL_SIZE = envint("AQTA_UPSTREAM_POOL_SIZE", 200)
 AQTA_CACHE_TTL_SECONDS = envint("AQTA_CACHE_TTL_SECONDS", 3600)
 AQTA_CATALOG_REFRESH_SECONDS = envfloat("AQTA_CATALOG_REFRESH_SECONDS", 30.0)
+AQTA_BREAKER_FAILURES = envint("AQTA_BREAKER_FAILURES", 5)
+AQTA_BREAKER_OPEN_SECONDS = envint("AQTA_BREAKER_OPEN_SECONDS", 30)
 # Server workers also write buffered traces to the database unless a dedicated
 # `manage.py run_flusher` process does (the recommended production shape).
 AQTA_FLUSH_IN_WORKERS = envbool("AQTA_FLUSH_IN_WORKERS", True)

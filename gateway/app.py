@@ -28,10 +28,11 @@ from aqta import redis as aqta_redis
 from aqta.errors import AqtaError
 from billing.pricing import Usage
 from gateway import crypto, http, loopguard, metrics, policy, validation
-from gateway.catalog import Catalog, ModelEntry, catalog_load
+from gateway.breaker import Breaker
+from gateway.catalog import Catalog, Deployment, ModelEntry, catalog_load
 from gateway.keycache import KeyCache
 from gateway.providers import adapter_for
-from gateway.providers.base import StreamState
+from gateway.providers.base import Provider, StreamState
 from gateway.responsecache import ResponseCache
 from gateway.traces import LocalBuffer, RedisBuffer
 from gateway.upstream import open_response, provider_error, provider_timeout, session_create
@@ -85,6 +86,8 @@ class Call:
     provider: str = ""
     completion: str | None = None
     cost_prevented: Decimal = Decimal(0)
+    deployments: list[Deployment] = field(default_factory=list)
+    deployment: Deployment | None = None
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         admission = self.admission
@@ -163,6 +166,7 @@ class Gateway:
                 self.limiter = policy.LocalLimiter()
                 self.buffer = LocalBuffer()
             self.keys = KeyCache(self.redis)
+            self.breaker = Breaker(self.redis)
             self.cache = ResponseCache(self.redis, settings.AQTA_CACHE_TTL_SECONDS)
             self.catalog = await asyncio.to_thread(catalog_load)
             self.stop.clear()
@@ -172,6 +176,7 @@ class Gateway:
             self.tasks = [
                 asyncio.create_task(self.buffer.run(self.stop, consume=consume)),
                 asyncio.create_task(self._refresh_catalog()),
+                asyncio.create_task(self.breaker.run(self.stop, self._deployment_names)),
             ]
             self.started = True
 
@@ -185,6 +190,10 @@ class Gateway:
             await self.redis.aclose()
             await self.buffer.reader.aclose()
         self.started = False
+
+    def _deployment_names(self) -> list[str]:
+        names = {d.name for m in self.catalog.models.values() for d in m.deployments}
+        return sorted(names)
 
     async def _refresh_catalog(self) -> None:
         interval = settings.AQTA_CATALOG_REFRESH_SECONDS
@@ -258,7 +267,8 @@ class Gateway:
             visible = [
                 m
                 for m in self.catalog.models.values()
-                if self.allowed(call.record, m) and adapter_for(m.provider) and m.endpoint
+                if self.allowed(call.record, m)
+                and any(adapter_for(d.provider) for d in m.deployments)
             ]
             data = [
                 {
@@ -354,13 +364,25 @@ class Gateway:
                 code="model_not_allowed",
                 param="model",
             )
-        if model.endpoint is None or adapter_for(model.provider) is None:
+        candidates = [d for d in model.deployments if adapter_for(d.provider) is not None]
+        if not candidates:
             raise AqtaError(
                 f"No provider is configured to serve `{model_id}`.",
                 status=503,
                 code="provider_not_configured",
                 param="model",
             )
+        # The first deployment's provider decides what is refused; a fallback that could
+        # not honour the request is left out rather than answering differently.
+        adapter_for(candidates[0].provider).check_request(call.body)
+        call.deployments = [candidates[0]]
+        for deployment in candidates[1:]:
+            try:
+                adapter_for(deployment.provider).check_request(call.body)
+            except AqtaError:
+                continue
+            call.deployments.append(deployment)
+        call.provider = candidates[0].name
         return model
 
     def estimate_units(self, call: Call) -> int:
@@ -469,26 +491,61 @@ class Gateway:
 
     # --- upstream ------------------------------------------------------------------------
 
-    async def _open(self, call: Call) -> aiohttp.ClientResponse:
-        model = call.model
-        adapter = adapter_for(model.provider)
-        request = adapter.build_request(model.endpoint, model, call.body, call.stream)
-        response = await open_response(
-            self.session,
-            request,
-            provider=call.provider,
-            retries=settings.AQTA_UPSTREAM_RETRIES,
-        )
-        if response.status != 200:
+    async def _open(self, call: Call) -> tuple[aiohttp.ClientResponse, Provider]:
+        """The first deployment that answers 200, trying the model's deployments in order.
+
+        Falls back on connect errors, timeouts, 429/5xx (after retries) and credential
+        errors; a request the provider finds invalid (400/413/422) is the client's and is
+        answered as such, without fallback. Open circuits are skipped.
+        """
+        failure: AqtaError | None = None
+        tried = 0
+        for deployment in call.deployments:
+            if not await self.breaker.available(deployment.name):
+                continue
+            tried += 1
+            adapter = adapter_for(deployment.provider)
+            request = adapter.build_request(deployment, call.body, call.stream)
+            try:
+                response = await open_response(
+                    self.session,
+                    request,
+                    provider=deployment.name,
+                    retries=settings.AQTA_UPSTREAM_RETRIES,
+                )
+            except AqtaError as error:
+                failure = error
+                metrics.UPSTREAM_ERRORS.labels(deployment.name, error.code).inc()
+                await self.breaker.failure(deployment.name)
+                continue
+            if response.status == 200:
+                await self.breaker.success(deployment.name)
+                call.deployment = deployment
+                call.provider = deployment.name
+                return response, adapter
             raw = await response.read()
             response.release()
-            metrics.UPSTREAM_ERRORS.labels(call.provider, str(response.status)).inc()
-            message = adapter.error_message(response.status, raw)
-            raise provider_error(call.provider, _scrub(message, model), response.status)
-        return response
+            metrics.UPSTREAM_ERRORS.labels(deployment.name, str(response.status)).inc()
+            message = _scrub(adapter.error_message(response.status, raw), deployment)
+            if response.status in (400, 413, 422):
+                raise AqtaError(
+                    f"{deployment.provider} refused the request: {message}",
+                    status=400,
+                    code="invalid_request",
+                )
+            await self.breaker.failure(deployment.name)
+            failure = provider_error(deployment.name, message, response.status)
+        if tried == 0:
+            raise AqtaError(
+                "Every deployment of this model is failing; retry shortly.",
+                status=503,
+                code="provider_unavailable",
+                retry_after=settings.AQTA_BREAKER_OPEN_SECONDS,
+            )
+        raise failure
 
     async def proxy_json(self, send, call: Call, use_cache: bool) -> None:
-        response = await self._open(call)
+        response, adapter = await self._open(call)
         try:
             raw = await response.read()
         except (aiohttp.SocketTimeoutError, TimeoutError):
@@ -499,8 +556,8 @@ class Gateway:
             response.release()
         call.ttfb_ms = _ms(call.started)
         try:
-            body, call.usage = adapter_for(call.model.provider).parse_response(raw)
-        except (ValueError, orjson.JSONDecodeError):
+            body, call.usage = adapter.parse_response(raw, call.body["model"])
+        except (ValueError, KeyError, TypeError, orjson.JSONDecodeError):
             raise provider_error(call.provider, "unreadable answer", 200) from None
         call.cost_eur = self.catalog.cost_eur(call.model, call.usage, call.ts)
         if use_cache:
@@ -511,11 +568,11 @@ class Gateway:
         await http.send_json(send, 200, orjson.dumps(body), call.headers())
 
     async def proxy_stream(self, send, call: Call) -> None:
-        response = await self._open(call)
-        adapter = adapter_for(call.model.provider)
+        response, adapter = await self._open(call)
         options = call.body.get("stream_options") or {}
         state = StreamState(
             include_usage=bool(options.get("include_usage")),
+            model=call.body["model"],
             keep_text=call.record.content_logging,
         )
         await send(
@@ -528,20 +585,12 @@ class Gateway:
         try:
             try:
                 async for data in response.content.iter_any():
-                    events = adapter.translate_stream(data, state)
-                    if events:
-                        if call.ttfb_ms is None:
-                            call.ttfb_ms = _ms(call.started)
-                        await send(
-                            {
-                                "type": "http.response.body",
-                                "body": b"".join(events),
-                                "more_body": True,
-                            }
-                        )
+                    await self._forward(send, call, state, adapter.translate_stream(data, state))
                     if state.done or state.error:
                         break
-            except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError) as error:
+                else:  # the upstream body ended
+                    await self._forward(send, call, state, adapter.finish_stream(state))
+            except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError) as error:
                 logger.warning(
                     "upstream stream from %s broke: %s",
                     call.provider,
@@ -571,6 +620,15 @@ class Gateway:
             provider_error(call.provider, "the stream ended before it was complete").body()
         )
         await send({"type": "http.response.body", "body": error})
+
+    async def _forward(self, send, call: Call, state: StreamState, events: list[bytes]) -> None:
+        if not events:
+            return
+        if call.ttfb_ms is None:
+            call.ttfb_ms = _ms(call.started)
+        if state.keep_text:
+            state.completion_text.extend(_delta_text(events))
+        await send({"type": "http.response.body", "body": b"".join(events), "more_body": True})
 
     def _stream_usage(self, call: Call, state: StreamState) -> None:
         if state.usage is not None:
@@ -674,9 +732,24 @@ def _sse(payload: dict) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
-def _scrub(message: str, model: ModelEntry) -> str:
-    key = model.endpoint.api_key if model.endpoint else ""
+def _scrub(message: str, deployment: Deployment) -> str:
+    key = deployment.endpoint.api_key
     return message.replace(key, "[redacted]") if key else message
+
+
+def _delta_text(events: list[bytes]) -> list[str]:
+    """Streamed text, for content logging (only when the organisation turned it on)."""
+    texts = []
+    for event in events:
+        try:
+            chunk = orjson.loads(event[len(b"data: ") :])
+        except orjson.JSONDecodeError:
+            continue
+        for choice in chunk.get("choices") or []:
+            content = (choice.get("delta") or {}).get("content")
+            if content:
+                texts.append(content)
+    return texts
 
 
 gateway = Gateway()

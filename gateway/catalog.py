@@ -16,7 +16,7 @@ from django.utils import timezone
 from billing.models import ExchangeRate, LanguageModel, ModelPrice, Provider
 from billing.pricing import Usage, cost_usd, usd_to_eur
 from gateway import crypto
-from gateway.models import ProviderEndpoint
+from gateway.models import ModelDeployment, ProviderEndpoint
 
 logger = logging.getLogger("aqta.gateway")
 
@@ -45,6 +45,17 @@ class Endpoint:
 
 
 @dataclass(frozen=True, slots=True)
+class Deployment:
+    """One way to serve a model: a provider endpoint and the model id it knows it by."""
+
+    name: str
+    provider: str
+    endpoint: Endpoint
+    upstream_model_id: str
+    max_output_tokens: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class PricePeriod:
     starts: float
     ends: float | None
@@ -60,6 +71,7 @@ class ModelEntry:
     max_output_tokens: int | None
     endpoint: Endpoint | None
     prices: tuple[PricePeriod, ...]
+    deployments: tuple[Deployment, ...] = ()
 
     def price_at(self, at: float) -> ModelPrice | None:
         for period in self.prices:
@@ -121,10 +133,34 @@ def catalog_load() -> Catalog:
                 price,
             )
         )
+    explicit: dict[int, list[Deployment]] = {}
+    for row in ModelDeployment.objects.filter(is_active=True, endpoint__is_active=True).order_by(
+        "model_id", "priority", "pk"
+    ):
+        endpoint = endpoints[row.endpoint_id]
+        explicit.setdefault(row.model_id, []).append(
+            Deployment(
+                name=row.name,
+                provider=endpoint.provider,
+                endpoint=endpoint,
+                upstream_model_id=row.upstream_model_id,
+                max_output_tokens=None,
+            )
+        )
     models = {}
     for row in LanguageModel.objects.filter(is_active=True):
         endpoint = endpoints.get(row.endpoint_id) if row.endpoint_id else None
         endpoint = endpoint or defaults.get(row.provider) or env_endpoint(row.provider)
+        upstream = row.upstream_model_id or row.model_id
+        deployments = tuple(
+            Deployment(d.name, d.provider, d.endpoint, d.upstream_model_id, row.max_output_tokens)
+            for d in explicit.get(row.pk, ())
+        )
+        if not deployments and endpoint is not None:
+            # No deployments configured: the model's own endpoint, named after its provider.
+            deployments = (
+                Deployment(row.provider, row.provider, endpoint, upstream, row.max_output_tokens),
+            )
         models[row.model_id] = ModelEntry(
             model_id=row.model_id,
             provider=row.provider,
@@ -133,6 +169,7 @@ def catalog_load() -> Catalog:
             max_output_tokens=row.max_output_tokens,
             endpoint=endpoint,
             prices=tuple(prices.get(row.pk, ())),
+            deployments=deployments,
         )
     rates = tuple(
         (r.valid_from.timestamp(), r.valid_to.timestamp() if r.valid_to else None, r.rate)

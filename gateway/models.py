@@ -40,6 +40,28 @@ class ProviderEndpoint(models.Model):
         return f"{self.name} ({self.get_provider_display()})"
 
 
+class ModelDeployment(models.Model):
+    """One entry of a model's ordered fallback list: an endpoint and its model id there.
+
+    A model without deployments is served by its own (or its provider's default) endpoint.
+    """
+
+    name = models.SlugField(unique=True, help_text="Shown as aqta.provider when it answers.")
+    model = models.ForeignKey(
+        "billing.LanguageModel", on_delete=models.CASCADE, related_name="deployments"
+    )
+    endpoint = models.ForeignKey(ProviderEndpoint, on_delete=models.PROTECT)
+    upstream_model_id = models.CharField(max_length=120)
+    priority = models.PositiveSmallIntegerField(default=0, help_text="Lower is tried first.")
+    is_active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["model", "priority"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class TraceStatus(models.TextChoices):
     PASSED = "passed", "Passed"
     SUPPRESSED = "suppressed", "Suppressed (loop guard)"

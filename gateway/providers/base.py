@@ -1,15 +1,18 @@
 """The provider interface. Each provider is one module that turns the OpenAI request into
 its own wire format and its answers (JSON, SSE, errors) back into OpenAI's. Adding a
 provider means adding a module and registering it in ``gateway.providers``.
+
+Token usage is reported in OpenAI's terms (``billing.pricing.Usage``): ``prompt_tokens``
+includes cached and cache-write tokens, which are also given separately.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from billing.pricing import Usage
-from gateway.catalog import Endpoint, ModelEntry
+from gateway.catalog import Deployment
 
 
 @dataclass(slots=True)
@@ -24,6 +27,7 @@ class StreamState:
     """What a stream translation has seen so far (for the trace and for billing)."""
 
     include_usage: bool
+    model: str = ""  # the model the client asked for, echoed in translated chunks
     usage: Usage | None = None
     chunks: int = 0
     first: dict | None = None
@@ -33,23 +37,40 @@ class StreamState:
     pending: bytes = b""
     completion_text: list[str] = field(default_factory=list)
     keep_text: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)  # adapter-specific scratch space
 
 
 class Provider(Protocol):
     name: str
 
-    def build_request(
-        self, endpoint: Endpoint, model: ModelEntry, body: dict, stream: bool
-    ) -> UpstreamRequest: ...
+    def check_request(self, body: dict) -> None:
+        """Refuse (AqtaError 400, naming the parameter) what this provider cannot do."""
+        ...
 
-    def parse_response(self, raw: bytes) -> tuple[dict, Usage]:
-        """An upstream 200 body → (OpenAI chat.completion object, usage)."""
+    def build_request(self, deployment: Deployment, body: dict, stream: bool) -> UpstreamRequest:
+        """The OpenAI request → the provider's HTTP request (URL, headers, JSON body)."""
+        ...
+
+    def parse_response(self, raw: bytes, model: str) -> tuple[dict, Usage]:
+        """An upstream 200 body → (OpenAI chat.completion object, usage).
+
+        ``model`` is the model id the client asked for (echoed in the answer)."""
         ...
 
     def translate_stream(self, data: bytes, state: StreamState) -> list[bytes]:
-        """Upstream SSE bytes (any chunking) → complete OpenAI SSE events to forward."""
+        """Upstream SSE bytes (any chunking) → complete OpenAI SSE events to forward
+        (``data: {...}\\n\\n`` each, never ``[DONE]``). Sets ``state.usage`` (final totals),
+        ``state.done`` when the upstream stream completed, ``state.error`` (an OpenAI
+        ``data: {"error": ...}`` event) when the upstream reported an error mid-stream,
+        ``state.first`` (the first translated chunk: its ``id``/``created``/``model``
+        are reused by the gateway's final chunk) and ``state.chunks``."""
+        ...
+
+    def finish_stream(self, state: StreamState) -> list[bytes]:
+        """Called when the upstream body ends: last events to forward, and ``state.done``
+        set if ending here is a normal end (providers without an end marker)."""
         ...
 
     def error_message(self, status: int, raw: bytes) -> str:
-        """A short, secret-free summary of an upstream error body."""
+        """A short, secret-free summary of an upstream error body (JSON or not)."""
         ...

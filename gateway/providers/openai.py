@@ -10,7 +10,7 @@ from __future__ import annotations
 import orjson
 
 from billing.pricing import Usage
-from gateway.catalog import Endpoint, ModelEntry
+from gateway.catalog import Deployment
 from gateway.providers.base import StreamState, UpstreamRequest
 
 EVENT_END = b"\n\n"
@@ -32,11 +32,13 @@ def usage_from(data: dict | None) -> Usage:
 class OpenAIProvider:
     name = "openai"
 
-    def build_request(
-        self, endpoint: Endpoint, model: ModelEntry, body: dict, stream: bool
-    ) -> UpstreamRequest:
+    def check_request(self, body: dict) -> None:
+        """Everything OpenAI accepts passes through."""
+
+    def build_request(self, deployment: Deployment, body: dict, stream: bool) -> UpstreamRequest:
+        endpoint = deployment.endpoint
         payload = dict(body)
-        payload["model"] = model.upstream_model_id
+        payload["model"] = deployment.upstream_model_id
         if stream:
             payload["stream_options"] = {
                 **(body.get("stream_options") or {}),
@@ -51,11 +53,15 @@ class OpenAIProvider:
             body=orjson.dumps(payload),
         )
 
-    def parse_response(self, raw: bytes) -> tuple[dict, Usage]:
+    def parse_response(self, raw: bytes, model: str) -> tuple[dict, Usage]:
         data = orjson.loads(raw)
         if not isinstance(data, dict):
             raise ValueError("upstream answer is not a JSON object")
         return data, usage_from(data.get("usage"))
+
+    def finish_stream(self, state: StreamState) -> list[bytes]:
+        """An OpenAI stream ends with [DONE]; ending without it is a cut."""
+        return []
 
     def translate_stream(self, data: bytes, state: StreamState) -> list[bytes]:
         buffer = state.pending + data
@@ -82,9 +88,7 @@ class OpenAIProvider:
                     if not chunk.get("choices") and not state.include_usage:
                         continue
             state.chunks += 1
-            if state.keep_text:
-                _keep_text(payload, state)
-            out.append(event + EVENT_END)
+            out.append(b"data: " + payload + EVENT_END)
         return out
 
     def error_message(self, status: int, raw: bytes) -> str:
@@ -94,12 +98,3 @@ class OpenAIProvider:
         except (orjson.JSONDecodeError, AttributeError):
             message = raw[:200].decode(errors="replace")
         return str(message or f"HTTP {status}")[:300]
-
-
-def _keep_text(payload: bytes, state: StreamState) -> None:
-    """Collect streamed text for content logging (only when the organisation turned it on)."""
-    chunk = orjson.loads(payload)
-    for choice in chunk.get("choices") or []:
-        content = (choice.get("delta") or {}).get("content")
-        if content:
-            state.completion_text.append(content)

@@ -210,12 +210,12 @@ def test_crlf_line_endings_split_between_cr_and_lf_give_the_same_events():
     assert state.done
 
 
-def test_streamed_text_is_kept_for_content_logging_when_asked():
-    _, kept = translate([TEXT_STREAM], keep_text=True)
-    _, not_kept = translate([TEXT_STREAM])
+def test_the_streamed_text_can_be_recovered_from_the_forwarded_events():
+    from gateway.app import _delta_text
 
-    assert "".join(kept.completion_text) == "The answer is 42."
-    assert not_kept.completion_text == []
+    forwarded, _ = translate([TEXT_STREAM])
+
+    assert "".join(_delta_text(forwarded)) == "The answer is 42."
 
 
 # --- any chunking gives the same result -----------------------------------------------------
