@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from billing.pricing import Usage
-from gateway.catalog import Endpoint, ModelEntry
+from gateway.catalog import Deployment, Endpoint
 from gateway.providers.base import StreamState
 from gateway.providers.openai import OpenAIProvider
 
@@ -282,14 +282,12 @@ def test_data_lines_without_a_space_are_events():
 ENDPOINT = Endpoint(
     name="env-openai", provider="openai", base_url="https://api.openai.com/v1/", api_key="sk-up"
 )
-MODEL = ModelEntry(
-    model_id="gpt-4o",
+MODEL = Deployment(
+    name="openai",
     provider="openai",
-    cost_effective=False,
+    endpoint=ENDPOINT,
     upstream_model_id="gpt-4o-2024-08-06",
     max_output_tokens=16_384,
-    endpoint=ENDPOINT,
-    prices=(),
 )
 BODY = {
     "model": "gpt-4o",
@@ -304,7 +302,7 @@ def _sent(request) -> dict:
 
 
 def test_a_streamed_request_always_asks_upstream_for_usage():
-    request = provider.build_request(ENDPOINT, MODEL, {**BODY, "stream": True}, stream=True)
+    request = provider.build_request(MODEL, {**BODY, "stream": True}, stream=True)
 
     assert _sent(request)["stream_options"] == {"include_usage": True}
 
@@ -317,14 +315,14 @@ def test_a_streamed_request_always_asks_upstream_for_usage():
 def test_a_streamed_request_overrides_include_usage_and_keeps_other_options(options):
     body = {**BODY, "stream": True, "stream_options": dict(options)}
 
-    request = provider.build_request(ENDPOINT, MODEL, body, stream=True)
+    request = provider.build_request(MODEL, body, stream=True)
 
     assert _sent(request)["stream_options"] == {**options, "include_usage": True}
     assert body["stream_options"] == options  # the client's request is left as it was
 
 
 def test_a_request_goes_upstream_with_the_upstream_model_id_and_everything_else_as_sent():
-    request = provider.build_request(ENDPOINT, MODEL, dict(BODY), stream=False)
+    request = provider.build_request(MODEL, dict(BODY), stream=False)
 
     assert _sent(request) == {**BODY, "model": "gpt-4o-2024-08-06"}
     assert BODY["model"] == "gpt-4o"
@@ -340,7 +338,8 @@ def test_a_request_to_a_keyless_server_sends_no_authorization():
         name="ollama", provider="openai_compatible", base_url="http://h:11434/v1", api_key=""
     )
 
-    request = provider.build_request(local, MODEL, dict(BODY), stream=False)
+    deployment = Deployment("ollama", "openai_compatible", local, "llama3")
+    request = provider.build_request(deployment, dict(BODY), stream=False)
 
     assert request.url == "http://h:11434/v1/chat/completions"
     assert "Authorization" not in request.headers
@@ -389,7 +388,7 @@ RECORDED_RESPONSE = {
 
 
 def test_a_json_answer_is_returned_with_its_usage_including_cached_tokens():
-    data, usage = provider.parse_response(orjson.dumps(RECORDED_RESPONSE))
+    data, usage = provider.parse_response(orjson.dumps(RECORDED_RESPONSE), "gpt-4o")
 
     assert data == RECORDED_RESPONSE
     assert usage == Usage(prompt_tokens=2060, completion_tokens=15, cached_tokens=1920)
@@ -398,9 +397,9 @@ def test_a_json_answer_is_returned_with_its_usage_including_cached_tokens():
 def test_a_json_answer_without_usage_has_zero_usage():
     body = {k: v for k, v in RECORDED_RESPONSE.items() if k != "usage"}
 
-    assert provider.parse_response(orjson.dumps(body))[1] == Usage()
+    assert provider.parse_response(orjson.dumps(body), "gpt-4o")[1] == Usage()
 
 
 def test_a_json_answer_that_is_not_an_object_is_rejected():
     with pytest.raises(ValueError):
-        provider.parse_response(b'["not", "an", "object"]')
+        provider.parse_response(b'["not", "an", "object"]', "gpt-4o")
