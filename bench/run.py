@@ -148,7 +148,7 @@ class Result:
     flusher_cpu_ms: float | None  # the run_flusher process, per request (None: no such process)
     mock_cpu_ms: float | None  # the mock's tree, per request (also behind the gateway)
     client_cpu_ms: float  # this process, per request
-    machine_busy: float  # share of all CPUs busy during the measured phase (everything)
+    machine_busy: float  # share of all CPUs busy during the load (everything)
     other_cpu_ms: float  # per request: all CPU time not of the server, mock or client
     rss_mb: list[float]  # peak RSS of each gateway worker so far (gateway scenarios)
     split_ms: tuple[float, float, float] | None  # gateway per request: loop, threads, rest
@@ -853,6 +853,7 @@ async def run_scenario(scenario: Scenario, url: str, api_key: str, stack: Stack)
         outcome = await _bounded(
             load(session, url, api_key, scenario, scenario.n, stack.bodies), scenario
         )
+        machine_loaded = machine_ticks()  # "machine busy" is about the load, not the catch-up
         catch_up_s: float | None = None
         backlog = 0
         if on_gateway:
@@ -887,7 +888,8 @@ async def run_scenario(scenario: Scenario, url: str, api_key: str, stack: Stack)
         flusher_cpu_ms=flusher_cpu * 1000 / n if flusher is not None and on_gateway else None,
         mock_cpu_ms=mock_cpu * 1000 / n,
         client_cpu_ms=client_cpu * 1000 / n,
-        machine_busy=busy / max(machine_after[1] - machine_before[1], 1),
+        machine_busy=(machine_loaded[0] - machine_before[0])
+        / max(machine_loaded[1] - machine_before[1], 1),
         other_cpu_ms=(
             busy / CLK_TCK
             - mock_cpu
@@ -1163,7 +1165,7 @@ def report(run: Run, args: argparse.Namespace) -> tuple[str, bool]:
         "CPU per request of the mock (behind the gateway too) and of this load generator; rest = "
         "every other process (Redis, PostgreSQL, anything else running); catch-up = seconds "
         "from the end of the load until the traces were stored; machine busy = share of all "
-        "CPUs in use during the measured phase and catch-up; Redis CPU (INFO cpu) and the time of "
+        "CPUs in use during the load (without the catch-up); Redis CPU (INFO cpu) and the time of "
         "its admission script (EVALSHA, INFO commandstats) are server-wide; traces per flush "
         "batch = requests / XACK calls.",
         "",
