@@ -4,7 +4,7 @@ from django import forms
 from django.contrib import admin
 
 from aqta.errors import AqtaError
-from billing.models import ExchangeRate, LanguageModel, ModelPrice, Tier
+from billing.models import ExchangeRate, LanguageModel, ModelAlias, ModelPrice, Tier
 from billing.services import exchange_rate_set, model_price_set, period_start_check
 
 PRICE_FIELDS = [
@@ -135,3 +135,10 @@ class ExchangeRateAdmin(DatedPeriodAdmin):
 
     def save_model(self, request, obj: ExchangeRate, form, change: bool) -> None:
         obj.pk = exchange_rate_set(rate=obj.rate, valid_from=obj.valid_from).pk
+
+
+@admin.register(ModelAlias)
+class ModelAliasAdmin(admin.ModelAdmin):
+    list_display = ["alias", "model"]
+    search_fields = ["alias", "model__model_id"]
+    autocomplete_fields = ["model"]

@@ -102,6 +102,21 @@ class LanguageModel(models.Model):
         return self.model_id
 
 
+class ModelAlias(models.Model):
+    """Another name clients may use for a model (e.g. ``claude-3-5-sonnet`` → the dated id).
+
+    The alias shares its model's prices, deployments and tier rules."""
+
+    alias = models.CharField(max_length=120, unique=True)
+    model = models.ForeignKey(LanguageModel, on_delete=models.CASCADE, related_name="aliases")
+
+    class Meta:
+        ordering = ["alias"]
+
+    def __str__(self) -> str:
+        return f"{self.alias} → {self.model}"
+
+
 class ModelPrice(models.Model):
     """List price of one model for a period, in USD per 1M tokens.
 

@@ -241,10 +241,12 @@ class Gateway:
             raise INVALID_KEY
         return record
 
-    def allowed(self, record: KeyRecord, model: ModelEntry) -> bool:
+    def allowed(self, record: KeyRecord, model: ModelEntry, name: str) -> bool:
+        """Tier and key allow-list; an alias is allowed by its own name or its model's."""
         if not record.all_models and not model.cost_effective:
             return False
-        return not record.allowed_models or model.model_id in record.allowed_models
+        allowed = record.allowed_models
+        return not allowed or model.model_id in allowed or name in allowed
 
     async def reply_error(self, send, call: Call, error: AqtaError) -> None:
         call.http_status = error.status
@@ -264,21 +266,17 @@ class Gateway:
             call.record = await self.authenticate(scope)
             if self.redis is not None and await self.keys.revoked(call.record):
                 raise INVALID_KEY
-            visible = [
-                m
-                for m in self.catalog.models.values()
-                if self.allowed(call.record, m)
-                and any(adapter_for(d.provider) for d in m.deployments)
-            ]
             data = [
                 {
-                    "id": m.model_id,
+                    "id": name,
                     "object": "model",
                     "created": 0,
                     "owned_by": m.provider,
                     "provider": m.provider,
                 }
-                for m in sorted(visible, key=lambda m: m.model_id)
+                for name, m in sorted(self.catalog.models.items())
+                if self.allowed(call.record, m, name)
+                and any(adapter_for(d.provider) for d in m.deployments)
             ]
             if model_id is None:
                 body = {"object": "list", "data": data}
@@ -357,7 +355,7 @@ class Gateway:
                 param="model",
             )
         call.provider = model.provider
-        if not self.allowed(call.record, model):
+        if not self.allowed(call.record, model, model_id):
             raise AqtaError(
                 f"Your plan or key does not allow `{model_id}`.",
                 status=403,

@@ -13,7 +13,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.utils import timezone
 
-from billing.models import ExchangeRate, LanguageModel, ModelPrice, Provider
+from billing.models import ExchangeRate, LanguageModel, ModelAlias, ModelPrice, Provider
 from billing.pricing import Usage, cost_usd, usd_to_eur
 from gateway import crypto
 from gateway.models import ModelDeployment, ProviderEndpoint
@@ -171,6 +171,10 @@ def catalog_load() -> Catalog:
             prices=tuple(prices.get(row.pk, ())),
             deployments=deployments,
         )
+    for alias in ModelAlias.objects.select_related("model"):
+        target = models.get(alias.model.model_id)
+        if target is not None and alias.alias not in models:
+            models[alias.alias] = target
     rates = tuple(
         (r.valid_from.timestamp(), r.valid_to.timestamp() if r.valid_to else None, r.rate)
         for r in ExchangeRate.objects.filter(base="USD", quote="EUR").order_by("-valid_from")

@@ -7,7 +7,7 @@ of pieces: each piece is one streamed delta and counts as one completion token, 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -50,10 +50,15 @@ def content_text(content: Any) -> str:
 
 def prompt_tokens(messages: Sequence[Any]) -> int:
     """Deterministic prompt size: ``len(text) // 4 + 4`` per message, at least 1."""
-    total = 0
-    for message in messages:
-        content = message.get("content") if isinstance(message, dict) else None
-        total += len(content_text(content)) // CHARS_PER_TOKEN + TOKENS_PER_MESSAGE
+    return estimate_tokens(
+        content_text(message.get("content")) if isinstance(message, dict) else ""
+        for message in messages
+    )
+
+
+def estimate_tokens(texts: Iterable[str]) -> int:
+    """The prompt size of messages with these texts (every protocol counts this way)."""
+    total = sum(len(text) // CHARS_PER_TOKEN + TOKENS_PER_MESSAGE for text in texts)
     return max(total, 1)
 
 
@@ -65,20 +70,37 @@ def last_user_text(messages: Sequence[Any]) -> str:
 
 
 def plan_reply(body: Mapping[str, Any], *, reply_text: str, chunks: int) -> Reply:
-    """Choose the answer to a validated request and apply its token limit."""
+    """Choose the answer to a validated OpenAI-shaped request and apply its token limit."""
+    limit = body.get("max_completion_tokens")
+    if limit is None:
+        limit = body.get("max_tokens")
     tool = _tool_to_call(body)
     if tool is not None:
-        arguments = _placeholder(tool.get("parameters") or {}, required_only=True)
-        pieces = _fragments(orjson.dumps(arguments).decode())
-        return _limited(pieces, "tool_calls", body, tool_name=str(tool.get("name", "")))
+        return tool_reply(str(tool.get("name", "")), tool.get("parameters"), limit)
     response_format = body.get("response_format")
     kind = response_format.get("type") if isinstance(response_format, dict) else None
     if kind == "json_schema":
         schema = (response_format.get("json_schema") or {}).get("schema") or {}
-        return _limited(_fragments(orjson.dumps(_placeholder(schema)).decode()), "stop", body)
+        return json_reply(schema, limit)
     if kind == "json_object":
-        return _limited(_fragments(orjson.dumps(JSON_OBJECT_REPLY).decode()), "stop", body)
-    return _limited(text_pieces(reply_text, chunks), "stop", body)
+        return json_reply(None, limit)
+    return text_reply(reply_text, chunks, limit)
+
+
+def text_reply(reply_text: str, chunks: int, limit: Any = None) -> Reply:
+    return limited(text_pieces(reply_text, chunks), "stop", limit)
+
+
+def json_reply(schema: Any, limit: Any = None) -> Reply:
+    """JSON text that fits ``schema`` (``None``: the fixed JSON-mode object)."""
+    value = JSON_OBJECT_REPLY if schema is None else _placeholder(schema)
+    return limited(_fragments(orjson.dumps(value).decode()), "stop", limit)
+
+
+def tool_reply(name: str, parameters: Any, limit: Any = None) -> Reply:
+    """A call of tool ``name`` whose arguments fill the required ``parameters``."""
+    arguments = _placeholder(parameters or {}, required_only=True)
+    return limited(_fragments(orjson.dumps(arguments).decode()), "tool_calls", limit, name)
 
 
 @lru_cache(maxsize=64)
@@ -90,15 +112,10 @@ def text_pieces(reply_text: str, count: int) -> tuple[str, ...]:
     )
 
 
-def _limited(
-    pieces: tuple[str, ...],
-    finish_reason: str,
-    body: Mapping[str, Any],
-    tool_name: str | None = None,
+def limited(
+    pieces: tuple[str, ...], finish_reason: str, limit: Any, tool_name: str | None = None
 ) -> Reply:
-    limit = body.get("max_completion_tokens")
-    if limit is None:
-        limit = body.get("max_tokens")
+    """The reply, cut to ``limit`` tokens (finish reason ``length``) when it is an int."""
     if isinstance(limit, int) and not isinstance(limit, bool) and limit < len(pieces):
         return Reply(pieces[: max(limit, 0)], "length", tool_name)
     return Reply(pieces, finish_reason, tool_name)
@@ -135,7 +152,10 @@ def _fragments(text: str) -> tuple[str, ...]:
 
 
 def _placeholder(schema: Any, *, required_only: bool = False, depth: int = 0) -> Any:
-    """A value that satisfies the common parts of a JSON schema (type, enum, properties)."""
+    """A value that satisfies the common parts of a JSON schema (type, enum, properties).
+
+    Also reads the OpenAPI subset Gemini takes (``"type": "STRING"``).
+    """
     if not isinstance(schema, dict) or depth > _MAX_SCHEMA_DEPTH:
         return None
     if "const" in schema:
@@ -148,6 +168,8 @@ def _placeholder(schema: Any, *, required_only: bool = False, depth: int = 0) ->
     kind = schema.get("type")
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), "null")
+    if isinstance(kind, str):
+        kind = kind.lower()  # Gemini's OpenAPI schemas spell types in capitals ("OBJECT")
     if kind == "object" or (kind is None and "properties" in schema):
         properties = schema.get("properties") or {}
         names = schema.get("required", []) if required_only else list(properties)

@@ -123,3 +123,25 @@ def test_when_every_deployment_fails_the_client_gets_a_502(mock, flaky, make_key
     assert response.status_code == 502
     assert response.json()["error"]["code"] == "provider_error"
     assert "backup-secret" not in response.text and "primary-secret" not in response.text
+
+
+def test_an_alias_added_by_an_operator_routes_to_its_model(mock, make_key):
+    from billing.models import LanguageModel, ModelAlias
+
+    seed_catalogue()
+    ModelAlias.objects.create(alias="mini", model=LanguageModel.objects.get(model_id="gpt-4o-mini"))
+    secret, api_key = make_key(tier="free")
+
+    with run_gateway(mock, redis_url=redis_url_for_tests()) as gw:
+        listed = httpx.get(gw.base_url + "/models", headers={"Authorization": f"Bearer {secret}"})
+        answer = httpx.post(
+            gw.base_url + "/chat/completions",
+            json={"model": "mini", "messages": [{"role": "user", "content": "hi"}]},
+            headers={"Authorization": f"Bearer {secret}"},
+        )
+
+    assert "mini" in {m["id"] for m in listed.json()["data"]}
+    assert answer.status_code == 200  # a Free key: the alias is as cost-effective as its model
+    assert httpx.get(mock.url + "/_mock/stats").json()["last_request"]["model"] == "gpt-4o-mini"
+    trace = wait_for(lambda: Trace.objects.filter(api_key=api_key).first())
+    assert trace.model == "mini" and trace.cost_eur > 0
