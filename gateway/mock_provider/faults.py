@@ -33,7 +33,15 @@ class Fault:
     - ``chunks``: length of this text reply in tokens.
     - ``cut_after_chunks``: close the connection after that many SSE frames (no ``[DONE]``);
       a non-stream request gets its connection closed without a response.
-    - ``error_event_after_chunks``: after that many frames send ``data: {"error": ...}`` and end.
+    - ``error_event_after_chunks``: after that many frames send the protocol's mid-stream error
+      (OpenAI ``data: {"error": ...}``, Anthropic ``event: error``, ...) and end.
+    - ``cache_read_input_tokens``, ``cache_creation_input_tokens``: prompt-cache counts an
+      Anthropic reply reports (default: the configured ones, 0).
+    - ``safety_block`` (Gemini): block the prompt (``promptFeedback.blockReason: SAFETY``).
+    - ``pplx_done`` (Perplexity): end the stream with ``data: [DONE]``, as some models do.
+    - ``pplx_legacy`` (Perplexity): stream the 2025 way (``message`` and ``delta`` per chunk).
+
+    A frame is one SSE event (one element of Gemini's JSON-array stream).
     """
 
     status: int | None = None
@@ -46,6 +54,11 @@ class Fault:
     cut_after_chunks: int | None = None
     error_event_after_chunks: int | None = None
     reset: bool | None = None
+    cache_read_input_tokens: int | None = None
+    cache_creation_input_tokens: int | None = None
+    safety_block: bool | None = None
+    pplx_done: bool | None = None
+    pplx_legacy: bool | None = None
 
     def merged(self, other: Fault) -> Fault:
         """This fault with every field ``other`` sets replaced by ``other``'s value."""
@@ -66,7 +79,15 @@ class Fault:
 
 NO_FAULT = Fault()
 _FIELDS = {f.name for f in dataclasses.fields(Fault)}
-_INTS = {"status", "chunks", "cut_after_chunks", "error_event_after_chunks"}
+_INTS = {
+    "status",
+    "chunks",
+    "cut_after_chunks",
+    "error_event_after_chunks",
+    "cache_read_input_tokens",
+    "cache_creation_input_tokens",
+}
+_FLAGS = {"reset", "safety_block", "pplx_done", "pplx_legacy"}
 _FLOATS = {"retry_after", "delay_ms", "chunk_delay_ms"}
 # Only a script step can carry JSON objects; a directive is one word in a chat message.
 _OBJECTS = {"body", "headers"}
@@ -80,7 +101,8 @@ def fault_from_step(step: Any) -> Fault:
 
 
 def fault_from_text(text: str) -> Fault:
-    """The fault described by ``mock:key=value`` directives in a message (``mock:reset`` alone)."""
+    """The fault described by ``mock:key=value`` directives in a message (``mock:reset`` alone:
+    a flag without a value is on)."""
     if "mock:" not in text:
         return NO_FAULT
     fields = {key: _value(key, value, from_text=True) for key, value in _DIRECTIVE.findall(text)}
@@ -93,7 +115,7 @@ def _value(key: str, value: Any, *, from_text: bool) -> Any:
     try:
         if key in _OBJECTS:
             return _object(key, value)
-        if key == "reset":
+        if key in _FLAGS:
             return _flag(value)
         if isinstance(value, bool) or value is None:
             raise ValueError

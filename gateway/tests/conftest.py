@@ -95,6 +95,12 @@ def run_gateway(mock: MockServer, *, workers: int = 1, redis_url: str | None, **
         "AQTA_STAFF_REQUIRE_MFA": "false",
         "OPENAI_BASE_URL": mock.base_url,
         "OPENAI_API_KEY": "mock-upstream-key",
+        "ANTHROPIC_BASE_URL": mock.url,
+        "ANTHROPIC_API_KEY": "mock-anthropic-key",
+        "GEMINI_BASE_URL": mock.url,
+        "GEMINI_API_KEY": "mock-gemini-key",
+        "PERPLEXITY_BASE_URL": mock.url + "/perplexity",
+        "PERPLEXITY_API_KEY": "mock-perplexity-key",
         "AQTA_UPSTREAM_READ_TIMEOUT": "3",
         # Loaded once at start-up: each test's flush and reseed must not open a window
         # in which the catalogue is empty.

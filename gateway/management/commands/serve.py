@@ -19,6 +19,10 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 
+# Where the mock speaks each provider's protocol (base URLs as each adapter expects them).
+MOCK_PATHS = {"OPENAI": "/v1", "ANTHROPIC": "", "GEMINI": "", "PERPLEXITY": "/perplexity"}
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -47,17 +51,23 @@ class Command(BaseCommand):
 
     def handle(self, *args, host: str, port: int, **options) -> None:
         mock = None
-        if not os.environ.get("OPENAI_API_KEY") and not os.environ.get("OPENAI_BASE_URL"):
+        unset = [
+            name
+            for name in MOCK_PATHS
+            if not os.environ.get(f"{name}_API_KEY") and not os.environ.get(f"{name}_BASE_URL")
+        ]
+        if unset:
             mock_port = _free_port()
             mock = subprocess.Popen(  # noqa: S603
                 [sys.executable, "-m", "gateway.mock_provider", "--port", str(mock_port)]
             )
             _wait(mock_port)
-            os.environ["OPENAI_BASE_URL"] = f"http://127.0.0.1:{mock_port}/v1"
-            os.environ["OPENAI_API_KEY"] = "mock"
+            for name in unset:
+                os.environ[f"{name}_BASE_URL"] = f"http://127.0.0.1:{mock_port}{MOCK_PATHS[name]}"
+                os.environ[f"{name}_API_KEY"] = "mock"
             self.stderr.write(
-                "No OPENAI_API_KEY set: OpenAI models are served by the built-in mock provider "
-                f"at {os.environ['OPENAI_BASE_URL']}. Set OPENAI_API_KEY to use OpenAI."
+                f"No API key for {', '.join(unset)}: their models are served by the built-in "
+                f"mock provider on 127.0.0.1:{mock_port}. Set <NAME>_API_KEY to use the real one."
             )
         metrics_dir = Path(settings.VAR_DIR) / "prometheus"
         shutil.rmtree(metrics_dir, ignore_errors=True)
