@@ -11,7 +11,9 @@ class MockConfig:
 
     ``chunks`` is the length of the text reply in tokens: the number of content chunks a stream
     carries and the ``completion_tokens`` a reply reports. ``api_key=None`` accepts any non-empty
-    bearer token; a string accepts only that key (to check which key the gateway sends upstream).
+    key; a string accepts only that key (to check which key the gateway sends upstream), for every
+    protocol. ``cache_*_input_tokens`` are the prompt-cache counts Anthropic replies report.
+    ``extra_models`` are accepted on top of the Gemini and Perplexity models the mock knows.
     """
 
     latency_ms: float = 0.0
@@ -19,3 +21,6 @@ class MockConfig:
     chunks: int = 20
     reply_text: str = "This is a mock reply."
     api_key: str | None = None
+    cache_read_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    extra_models: tuple[str, ...] = ()

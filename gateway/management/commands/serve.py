@@ -18,7 +18,6 @@ import uvicorn
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-
 # Where the mock speaks each provider's protocol (base URLs as each adapter expects them).
 MOCK_PATHS = {"OPENAI": "/v1", "ANTHROPIC": "", "GEMINI": "", "PERPLEXITY": "/perplexity"}
 
