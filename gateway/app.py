@@ -9,6 +9,7 @@ settlement and the trace record in one pipeline. No database access on this path
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import itertools
 import logging
@@ -557,7 +558,7 @@ class Gateway:
             body, call.usage = adapter.parse_response(raw, call.body["model"])
         except (ValueError, KeyError, TypeError, orjson.JSONDecodeError):
             raise provider_error(call.provider, "unreadable answer", 200) from None
-        call.cost_eur = self.catalog.cost_eur(call.model, call.usage, call.ts)
+        self._price(call)
         if use_cache:
             await self.cache.put(self.cache_key(call), {"provider": call.provider, "body": body})
         if call.record.content_logging:
@@ -619,6 +620,16 @@ class Gateway:
         )
         await send({"type": "http.response.body", "body": error})
 
+    def _price(self, call: Call) -> None:
+        """EUR cost of the usage; a per-request search fee defaults to the requested size."""
+        usage = call.usage
+        if usage.search_context_size is None:
+            options = call.body.get("web_search_options")
+            size = options.get("search_context_size") if isinstance(options, dict) else None
+            if size in ("low", "medium", "high"):
+                call.usage = usage = dataclasses.replace(usage, search_context_size=size)
+        call.cost_eur = self.catalog.cost_eur(call.model, usage, call.ts)
+
     async def _forward(self, send, call: Call, state: StreamState, events: list[bytes]) -> None:
         if not events:
             return
@@ -635,7 +646,7 @@ class Gateway:
             call.usage = Usage(
                 prompt_tokens=len(call.raw) // 4, completion_tokens=max(state.chunks - 1, 0)
             )
-        call.cost_eur = self.catalog.cost_eur(call.model, call.usage, call.ts)
+        self._price(call)
         if state.keep_text:
             call.completion = "".join(state.completion_text)
 

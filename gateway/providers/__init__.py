@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from gateway.providers.base import Provider
 from gateway.providers.openai import OpenAIProvider
+from gateway.providers.perplexity import PerplexityProvider
 
 _openai = OpenAIProvider()
 
 REGISTRY: dict[str, Provider] = {
     "openai": _openai,
     "openai_compatible": _openai,
+    "perplexity": PerplexityProvider(),
 }
 
 

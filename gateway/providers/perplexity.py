@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import re
 import time
+import uuid
 from typing import Any
 
 import orjson
@@ -92,29 +93,29 @@ class PerplexityProvider:
     def check_request(self, body: dict) -> None:
         """Refuse what Perplexity would silently ignore or answer wrongly."""
         if body.get("tools"):
-            raise _unsupported("tools", "Perplexity models cannot call tools.")
+            raise _unsupported("tools", "its models cannot call tools")
         if body.get("functions"):
-            raise _unsupported("functions", "Perplexity models cannot call functions.")
+            raise _unsupported("functions", "its models cannot call functions")
         if body.get("tool_choice") not in (None, "none", "auto"):
-            raise _unsupported("tool_choice", "Perplexity models cannot call tools.")
+            raise _unsupported("tool_choice", "its models cannot call tools")
         if body.get("function_call") not in (None, "none", "auto"):
-            raise _unsupported("function_call", "Perplexity models cannot call functions.")
+            raise _unsupported("function_call", "its models cannot call functions")
         if (body.get("n") or 1) > 1:
-            raise _unsupported("n", "Perplexity returns a single choice; n must be 1.")
-        if body.get("logprobs"):
-            raise _unsupported("logprobs", "Perplexity does not return log probabilities.")
-        if body.get("top_logprobs"):
-            raise _unsupported("top_logprobs", "Perplexity does not return log probabilities.")
+            raise _unsupported("n", "it returns a single choice; use n = 1", what="n > 1")
+        for name in ("logprobs", "top_logprobs"):
+            if body.get(name):
+                raise _unsupported(name, "it returns no log probabilities")
         response_format = body.get("response_format")
         if isinstance(response_format, dict) and response_format.get("type") == "json_object":
             raise _unsupported(
                 "response_format",
-                "Perplexity does not support response_format json_object; "
-                "use json_schema with a schema instead.",
+                "use json_schema with a schema instead",
+                what="response_format json_object",
             )
-        if body.get("audio") or any(m != "text" for m in body.get("modalities") or ()):
-            param = "audio" if body.get("audio") else "modalities"
-            raise _unsupported(param, "Perplexity models answer in text only.")
+        for name in ("audio", "modalities"):
+            value = body.get(name)
+            if value and (name == "audio" or any(m != "text" for m in value)):
+                raise _unsupported(name, "its models answer in text only")
 
     def build_request(self, deployment: Deployment, body: dict, stream: bool) -> UpstreamRequest:
         endpoint = deployment.endpoint
@@ -168,12 +169,16 @@ class PerplexityProvider:
     def translate_stream(self, data: bytes, state: StreamState) -> list[bytes]:
         """Perplexity SSE → OpenAI chunks. A ``[DONE]`` or a ``chat.completion.done`` chunk
         ends the stream here; otherwise :meth:`finish_stream` ends it at end of body."""
-        return self._translate(_payloads(data, state, flush=False), state)
+        return self._translate(_payloads(data, state), state)
 
     def finish_stream(self, state: StreamState) -> list[bytes]:
         """End of body: a stream that reached a finish_reason is complete (Perplexity often
         sends no end marker); one that did not was cut and stays not done."""
-        out = self._translate(_payloads(b"", state, flush=True), state)
+        tail, state.pending = state.pending, b""
+        try:
+            out = self._translate(_data(tail.replace(b"\r\n", b"\n")), state)
+        except orjson.JSONDecodeError:  # the body was cut inside an event
+            out = []
         if not (state.done or state.error) and state.extra.get("finish"):
             out += self._end(state)
         return out
@@ -260,15 +265,22 @@ class PerplexityProvider:
 
     def error_message(self, status: int, raw: bytes) -> str:
         """JSON errors give their message; HTML pages (openresty's 401) their title."""
-        message = _json_message(raw) or _html_message(raw) or _plain(raw)
+        message = _json_message(raw)
+        if message is None:  # not JSON
+            message = _html_message(raw) or _plain(raw)
         return _KEY.sub("pplx-***", message or f"HTTP {status}")[:300]
 
 
 # --- helpers ----------------------------------------------------------------------------
 
 
-def _unsupported(param: str, message: str) -> AqtaError:
-    return AqtaError(message, status=400, code="unsupported_parameter", param=param)
+def _unsupported(param: str, why: str, *, what: str | None = None) -> AqtaError:
+    return AqtaError(
+        f"{what or param} is not supported by Perplexity: {why}.",
+        status=400,
+        code="unsupported_parameter",
+        param=param,
+    )
 
 
 def _developer_as_system(message: dict) -> dict:
@@ -277,7 +289,7 @@ def _developer_as_system(message: dict) -> dict:
 
 
 def _chat_id(upstream_id: Any) -> str:
-    value = str(upstream_id or "")
+    value = str(upstream_id or uuid.uuid4())
     return value if value.startswith("chatcmpl-") else f"chatcmpl-{value}"
 
 
@@ -364,39 +376,34 @@ def _event(chunk: dict) -> bytes:
     return DATA + b" " + orjson.dumps(chunk) + EVENT_END
 
 
-def _payloads(data: bytes, state: StreamState, *, flush: bool) -> list[bytes]:
-    """Complete SSE events' data (multi-line data joined); keeps the rest in state.pending.
-
-    ``flush`` also takes the last event when the body ended without a blank line."""
+def _payloads(data: bytes, state: StreamState) -> list[bytes]:
+    """The data of each complete SSE event; the incomplete rest waits in state.pending."""
     buffer = (state.pending + data).replace(b"\r\n", b"\n")
     *events, state.pending = buffer.split(EVENT_END)
-    if flush:
-        events.append(state.pending)
-        state.pending = b""
-    payloads = []
-    for event in events:
-        lines = [line[len(DATA) :].strip() for line in event.split(b"\n") if line.startswith(DATA)]
-        if lines:
-            payloads.append(b"\n".join(lines))
-    return payloads
+    return [payload for event in events for payload in _data(event)]
+
+
+def _data(event: bytes) -> list[bytes]:
+    """An event's data (its ``data:`` lines joined); none for comments and keep-alives."""
+    lines = [line[len(DATA) :].strip() for line in event.split(b"\n") if line.startswith(DATA)]
+    return [b"\n".join(lines)] if lines else []
 
 
 def _json_message(raw: bytes) -> str | None:
+    """The message of a JSON error ("" when it has none); None when the body is not JSON."""
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return None
     if not isinstance(data, dict):
-        return None
+        return ""
     error = data.get("error")
     if isinstance(error, dict):
-        return str(error.get("message") or error.get("type") or "") or None
-    if isinstance(error, str):
-        return error
+        return str(error.get("message") or error.get("type") or "")
     detail = data.get("detail")  # request validation errors
     if isinstance(detail, list):
         return "; ".join(str(d.get("msg", d) if isinstance(d, dict) else d) for d in detail)
-    return str(detail or data.get("message") or "") or None
+    return str(error or detail or data.get("message") or "")
 
 
 def _html_message(raw: bytes) -> str | None:
