@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from gateway.providers.anthropic import AnthropicProvider
 from gateway.providers.base import Provider
 from gateway.providers.openai import OpenAIProvider
 from gateway.providers.perplexity import PerplexityProvider
@@ -11,6 +12,7 @@ _openai = OpenAIProvider()
 REGISTRY: dict[str, Provider] = {
     "openai": _openai,
     "openai_compatible": _openai,
+    "anthropic": AnthropicProvider(),
     "perplexity": PerplexityProvider(),
 }
 

@@ -174,7 +174,7 @@ class AnthropicProvider:
         tail, state.pending = state.pending, b""
         if state.done or state.error or not tail.strip():
             return []
-        return _translate_events([tail], state)
+        return _translate_events([tail], state, cut=True)
 
     def error_message(self, status: int, raw: bytes) -> str:
         try:
@@ -242,7 +242,10 @@ def _refuse_unmappable(body: dict) -> None:
     for name in ("functions", "function_call"):
         if body.get(name) is not None:
             raise _bad(name, f"{name} is not supported for Anthropic models; use tools.")
-    if body.get("audio") is not None or set(body.get("modalities") or ["text"]) - {"text"}:
+    modalities = body.get("modalities")
+    if body.get("audio") is not None or (
+        isinstance(modalities, list) and set(modalities) - {"text"}
+    ):
         raise _bad("modalities", "Anthropic models answer with text only.")
     if body.get("web_search_options") is not None:
         raise _bad("web_search_options", "web_search_options is not supported for Anthropic.")
@@ -465,7 +468,7 @@ def _answer_tool(response_format: Any) -> dict | None:
     else:
         raise _bad("response_format", f"response_format type {kind!r} is not supported.")
     return {
-        "name": (JSON_TOOL_PREFIX + name)[:TOOL_NAME_MAX],
+        "name": (JSON_TOOL_PREFIX + re.sub(r"[^a-zA-Z0-9_-]", "_", name))[:TOOL_NAME_MAX],
         "description": " ".join(filter(None, [JSON_TOOL_DESCRIPTION, description])),
         "input_schema": schema,
     }
@@ -557,7 +560,8 @@ def _summary(error: dict) -> str:
 # tool calls so far, which is also the OpenAI index of the next one).
 
 
-def _translate_events(events: list[bytes], state: StreamState) -> list[bytes]:
+def _translate_events(events: list[bytes], state: StreamState, cut: bool = False) -> list[bytes]:
+    """``cut``: the last bytes of a body; an event broken off there is a cut, not an error."""
     out: list[bytes] = []
     for raw in events:
         name, payload = _sse_event(raw)
@@ -568,7 +572,8 @@ def _translate_events(events: list[bytes], state: StreamState) -> list[bytes]:
         except orjson.JSONDecodeError:
             event = None
         if not isinstance(event, dict):
-            state.error = _error_event("the stream carried an unreadable event")
+            if not cut:
+                state.error = _error_event("the stream carried an unreadable event")
             break
         kind = event.get("type") or name
         if kind == "error":

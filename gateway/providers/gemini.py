@@ -52,15 +52,18 @@ null and ``finish_reason`` ``content_filter``. Usage: ``prompt_tokens`` = prompt
 prompt tokens (cached ones included, also given as ``cached_tokens``), ``completion_tokens``
 = candidates + thoughts.
 
-Streams: every ``data:`` event (``\\n\\n`` or ``\\r\\n\\r\\n`` apart) is one OpenAI chunk; usage
-comes from the last ``usageMetadata``. Gemini has no end marker and may send a trailing
-chunk after the one with ``finishReason``, so only :meth:`GeminiProvider.finish_stream`
-marks the stream done (when every candidate finished) and adds the usage chunk.
+Streams: every ``data:`` event (``\\n\\n`` or ``\\r\\n\\r\\n`` apart) is one OpenAI chunk; a
+``functionCall`` is one complete ``tool_calls`` delta. Usage comes from the last
+``usageMetadata`` (on a cut stream with at least a completion token per forwarded chunk, as
+Gemini's running count lags). Gemini has no end marker and may send a trailing chunk after
+the one with ``finishReason``, so only :meth:`GeminiProvider.finish_stream` marks the stream
+done (when every candidate finished) and adds the usage chunk.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import mimetypes
 import re
 import secrets
@@ -276,7 +279,9 @@ def _text_of(content: Any, param: str, kinds: tuple[str, ...] = ("text",)) -> st
 def _data_url(url: str, param: str) -> dict:
     match = DATA_URL.fullmatch(url)
     if match is None or not match["mime"]:
-        raise _bad(f"{param}: a data: URL needs a media type, like data:image/png;base64,…", param)
+        raise _bad(
+            f"{param} must be a data: URL with a media type (data:image/png;base64,…).", param
+        )
     data = match["data"]
     if ";base64" not in match["params"].lower():
         data = base64.b64encode(unquote_to_bytes(data)).decode()
@@ -367,48 +372,49 @@ def _assistant_parts(message: dict, param: str) -> list[dict]:
     return parts + [_call_part(c, f"{param}.tool_calls[{j}]") for j, c in enumerate(calls)]
 
 
+def _turn(message: dict, param: str, names: dict[str, str]) -> tuple[str, list[dict]]:
+    """One non-system message as (Gemini role, parts); ``names`` maps tool call ids to
+    function names, for the tool results that follow."""
+    role = message.get("role")
+    if role == "user":
+        return "user", _user_parts(message.get("content"), f"{param}.content")
+    if role == "assistant":
+        for call in message.get("tool_calls") or []:
+            if isinstance(call, dict) and isinstance(call.get("function"), dict):
+                names[str(call.get("id"))] = str(call["function"].get("name"))
+        return "model", _assistant_parts(message, param)
+    if role == "tool":
+        name = names.get(str(message.get("tool_call_id")))
+        if name is None:
+            raise _bad(
+                f"{param}.tool_call_id does not match a tool call of an earlier assistant message.",
+                f"{param}.tool_call_id",
+            )
+        output = _text_of(message.get("content"), f"{param}.content")
+        return "user", [{"functionResponse": {"name": name, "response": {"output": output}}}]
+    if role == "function":
+        raise _unsupported(f"{param}.role", "use tool messages instead.")
+    raise _bad(f"{param}.role {role!r} is not supported.", f"{param}.role")
+
+
 def _contents(messages: list) -> tuple[list[dict], list[dict]]:
     """(systemInstruction parts, contents) with consecutive turns of one role merged."""
     system: list[dict] = []
-    turns: list[tuple[str, list[dict]]] = []
-    names: dict[str, str] = {}  # tool call id → function name, for the tool results
+    turns: list[dict] = []
+    names: dict[str, str] = {}
     for i, message in enumerate(messages):
-        role, param = message.get("role"), f"messages[{i}]"
-        if role in ("system", "developer"):
-            text = _text_of(message.get("content"), f"{param}.content")
+        if message.get("role") in ("system", "developer"):
+            text = _text_of(message.get("content"), f"messages[{i}].content")
             system += [{"text": text}] if text else []
             continue
-        if role == "user":
-            turn = ("user", _user_parts(message.get("content"), f"{param}.content"))
-        elif role == "assistant":
-            for call in message.get("tool_calls") or []:
-                if isinstance(call, dict) and isinstance(call.get("function"), dict):
-                    names[str(call.get("id"))] = str(call["function"].get("name"))
-            turn = ("model", _assistant_parts(message, param))
-        elif role == "tool":
-            name = names.get(str(message.get("tool_call_id")))
-            if name is None:
-                raise _bad(
-                    f"{param}.tool_call_id does not match a tool call of an earlier "
-                    "assistant message.",
-                    f"{param}.tool_call_id",
-                )
-            output = _text_of(message.get("content"), f"{param}.content")
-            response = {"functionResponse": {"name": name, "response": {"output": output}}}
-            turn = ("user", [response])
-        elif role == "function":
-            raise _unsupported(f"{param}.role", "use tool messages instead.")
-        else:
-            raise _bad(f"{param}.role {role!r} is not supported.", f"{param}.role")
-        if not turn[1]:
-            continue
-        if turns and turns[-1][0] == turn[0]:
-            turns[-1][1].extend(turn[1])
-        else:
-            turns.append(turn)
+        role, parts = _turn(message, f"messages[{i}]", names)
+        if parts and turns and turns[-1]["role"] == role:
+            turns[-1]["parts"] += parts
+        elif parts:
+            turns.append({"role": role, "parts": parts})
     if not turns and system:
         return [], [{"role": "user", "parts": system}]
-    return system, [{"role": role, "parts": parts} for role, parts in turns]
+    return system, turns
 
 
 def _generation_config(body: dict) -> dict:
@@ -651,8 +657,10 @@ class GeminiProvider:
         data = _one_object(raw)
         if "error" in data:
             raise ValueError("upstream answer is an error")
+        # A blocked prompt has no candidates: one filtered, empty choice (as LiteLLM does).
+        candidates = [(0, {"finishReason": "SAFETY"})] if _blocked(data) else _candidates(data)
         choices = []
-        for index, candidate in _candidates(data):
+        for index, candidate in candidates:
             text, calls = _read_parts(candidate)
             message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
             if calls:
@@ -661,16 +669,6 @@ class GeminiProvider:
             choices.append(
                 {"index": index, "message": message, "logprobs": None, "finish_reason": reason}
             )
-        if _blocked(data):
-            message = {"role": "assistant", "content": None, "refusal": None}
-            choices = [
-                {
-                    "index": 0,
-                    "message": message,
-                    "logprobs": None,
-                    "finish_reason": "content_filter",
-                }
-            ]
         if not choices:
             raise ValueError("upstream answer has no candidates")
         usage, billed = _usage(data.get("usageMetadata"))
@@ -685,35 +683,29 @@ class GeminiProvider:
         return completion, billed
 
     def translate_stream(self, data: bytes, state: StreamState) -> list[bytes]:
-        out: list[bytes] = []
-        for payload in _events(state, data):
-            for response in self._responses(payload):
-                if "error" in response:
-                    state.error = _sse(self._error_event(response))
-                    return out
-                out += self._translate(response, state)
-        return out
+        return _feed(_events(state, data), state)
 
     def finish_stream(self, state: StreamState) -> list[bytes]:
         """Gemini streams simply end: done if every candidate finished (else it was cut);
         the usage chunk goes out here when the client asked for it."""
         out: list[bytes] = []
-        payload, state.pending = _payload(state.pending.replace(b"\r\n", b"\n")), b""
-        if payload and state.error is None:  # a last event without its blank line
+        last, state.pending = _payload(state.pending.replace(b"\r\n", b"\n")), b""
+        if last and state.error is None:  # a last event without its blank line
             try:
-                responses = self._responses(payload)
+                out = _feed([last], state)
             except orjson.JSONDecodeError:
-                responses = []  # cut mid-event
-            for response in responses:
-                if "error" in response:
-                    state.error = _sse(self._error_event(response))
-                    return out
-                out += self._translate(response, state)
+                pass  # cut mid-event
         seen, finished = state.extra.get("seen", set()), state.extra.get("finished", set())
         state.done = state.error is None and bool(finished) and seen <= finished
+        if not state.done and state.usage is not None:
+            # Cut short: Gemini's running prompt count is exact but its completion count
+            # lags (often absent); bill at least a token per forwarded chunk, as the
+            # gateway does for streams that never reported usage.
+            completion = max(state.usage.completion_tokens, state.chunks)
+            state.usage = dataclasses.replace(state.usage, completion_tokens=completion)
         if state.done and state.include_usage:
             usage = state.extra.get("usage") or _usage(None)[0]
-            out.append(_sse({**self._envelope(state, {}), "choices": [], "usage": usage}))
+            out.append(_sse({**_envelope(state, {}), "choices": [], "usage": usage}))
             state.chunks += 1
         return out
 
@@ -725,81 +717,85 @@ class GeminiProvider:
             return (text or f"HTTP {status}")[:300]
         return _error_summary(data, status)
 
-    # --- stream helpers ----------------------------------------------------------------
 
-    @staticmethod
-    def _responses(payload: bytes) -> list[dict]:
+def _feed(payloads: list[bytes], state: StreamState) -> list[bytes]:
+    out: list[bytes] = []
+    for payload in payloads:
         data = orjson.loads(payload)
-        items = data if isinstance(data, list) else [data]
-        return [item for item in items if isinstance(item, dict)]
+        for response in data if isinstance(data, list) else [data]:
+            if not isinstance(response, dict):
+                continue
+            if "error" in response:
+                state.error = _sse(_error_event(response))
+                return out
+            out += _stream_chunk(response, state)
+    return out
 
-    @staticmethod
-    def _error_event(response: dict) -> dict:
-        error = response["error"] if isinstance(response["error"], dict) else {}
-        message = f"Upstream provider error: google reported {_error_summary(response, 0)}"
-        limited = error.get("code") == 429 or error.get("status") == "RESOURCE_EXHAUSTED"
-        return error_body(
-            message, code="provider_error", type="rate_limit_error" if limited else "api_error"
-        )
 
-    @staticmethod
-    def _envelope(state: StreamState, response: dict) -> dict:
-        if "id" not in state.extra:
-            state.extra["id"] = _completion_id(response)
-            state.extra["created"] = int(time.time())
-        return {
-            "id": state.extra["id"],
-            "object": "chat.completion.chunk",
-            "created": state.extra["created"],
-            "model": state.model or str(response.get("modelVersion") or ""),
-        }
+def _error_event(response: dict) -> dict:
+    error = response["error"] if isinstance(response["error"], dict) else {}
+    message = f"Upstream provider error: google reported {_error_summary(response, 0)}"
+    limited = error.get("code") == 429 or error.get("status") == "RESOURCE_EXHAUSTED"
+    kind = "rate_limit_error" if limited else "api_error"
+    return error_body(message, code="provider_error", type=kind)
 
-    def _translate(self, response: dict, state: StreamState) -> list[bytes]:
-        """One Gemini stream response → at most one OpenAI chunk."""
-        envelope = self._envelope(state, response)
-        if isinstance(response.get("usageMetadata"), dict):
-            state.extra["usage"], state.usage = _usage(response["usageMetadata"])
-        seen = state.extra.setdefault("seen", set())  # candidates that appeared
-        finished = state.extra.setdefault("finished", set())  # ... and those that ended
-        started = state.extra.setdefault("started", set())  # ... and got their role delta
-        calls_so_far = state.extra.setdefault("calls", {})
-        choices = []
-        candidates = _candidates(response)
-        if _blocked(response):
-            candidates = [(0, {"finishReason": "SAFETY"})]
-        for index, candidate in candidates:
-            text, calls = _read_parts(candidate)
-            seen.add(index)
-            delta: dict[str, Any] = {} if index in started else {"role": "assistant"}
-            if text:
-                delta["content"] = text
-                if state.keep_text:
-                    state.completion_text.append(text)
-            if calls:
-                first = calls_so_far.get(index, 0)
-                calls_so_far[index] = first + len(calls)
-                delta["tool_calls"] = [{"index": first + k, **c} for k, c in enumerate(calls)]
-            reason = None
-            # Only the first finish counts: captures show a stray trailing chunk such as
-            # {"finishReason": "MALFORMED_FUNCTION_CALL"} after the real end.
-            if candidate.get("finishReason") and index not in finished:
-                finished.add(index)
-                reason = _finish_reason(candidate["finishReason"], index in calls_so_far)
-                state.finish_reason = reason
-            if delta.keys() - {"role"} or reason:
-                started.add(index)
-                choices.append(
-                    {"index": index, "delta": delta, "logprobs": None, "finish_reason": reason}
-                )
-        if not choices:
-            return []
-        chunk = {**envelope, "choices": choices}
-        if state.include_usage:
-            chunk["usage"] = None
-        if state.first is None:
-            state.first = chunk
-        state.chunks += 1
-        return [_sse(chunk)]
+
+def _envelope(state: StreamState, response: dict) -> dict:
+    if "id" not in state.extra:
+        state.extra["id"] = _completion_id(response)
+        state.extra["created"] = int(time.time())
+    return {
+        "id": state.extra["id"],
+        "object": "chat.completion.chunk",
+        "created": state.extra["created"],
+        "model": state.model or str(response.get("modelVersion") or ""),
+    }
+
+
+def _stream_chunk(response: dict, state: StreamState) -> list[bytes]:
+    """One Gemini stream response → at most one OpenAI chunk."""
+    envelope = _envelope(state, response)
+    if isinstance(response.get("usageMetadata"), dict):
+        state.extra["usage"], state.usage = _usage(response["usageMetadata"])
+    seen = state.extra.setdefault("seen", set())  # candidates that appeared
+    finished = state.extra.setdefault("finished", set())  # ... and those that ended
+    started = state.extra.setdefault("started", set())  # ... and got their role delta
+    calls_so_far = state.extra.setdefault("calls", {})
+    candidates = [(0, {"finishReason": "SAFETY"})] if _blocked(response) else _candidates(response)
+    choices = []
+    for index, candidate in candidates:
+        text, calls = _read_parts(candidate)
+        seen.add(index)
+        delta: dict[str, Any] = {} if index in started else {"role": "assistant"}
+        if text:
+            delta["content"] = text
+            if state.keep_text:
+                state.completion_text.append(text)
+        if calls:
+            first = calls_so_far.get(index, 0)
+            calls_so_far[index] = first + len(calls)
+            delta["tool_calls"] = [{"index": first + k, **c} for k, c in enumerate(calls)]
+        reason = None
+        # Only the first finish counts: captures show a stray trailing chunk such as
+        # {"finishReason": "MALFORMED_FUNCTION_CALL"} after the real end.
+        if candidate.get("finishReason") and index not in finished:
+            finished.add(index)
+            reason = _finish_reason(candidate["finishReason"], index in calls_so_far)
+            state.finish_reason = reason
+        if delta.keys() - {"role"} or reason:
+            started.add(index)
+            choices.append(
+                {"index": index, "delta": delta, "logprobs": None, "finish_reason": reason}
+            )
+    if not choices:
+        return []
+    chunk = {**envelope, "choices": choices}
+    if state.include_usage:
+        chunk["usage"] = None
+    if state.first is None:
+        state.first = chunk
+    state.chunks += 1
+    return [_sse(chunk)]
 
 
 def _error_summary(data: dict, status: int) -> str:
