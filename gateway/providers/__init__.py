@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from gateway.providers.anthropic import AnthropicProvider
 from gateway.providers.base import Provider
+from gateway.providers.gemini import GeminiProvider
 from gateway.providers.openai import OpenAIProvider
 from gateway.providers.perplexity import PerplexityProvider
 
@@ -13,6 +14,7 @@ REGISTRY: dict[str, Provider] = {
     "openai": _openai,
     "openai_compatible": _openai,
     "anthropic": AnthropicProvider(),
+    "google": GeminiProvider(),
     "perplexity": PerplexityProvider(),
 }
 
