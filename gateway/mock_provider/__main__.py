@@ -14,7 +14,8 @@ from .server import create_app, new_event_loop
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m gateway.mock_provider", description="Mock OpenAI Chat Completions API."
+        prog="python -m gateway.mock_provider",
+        description="Mock OpenAI, Anthropic, Gemini and Perplexity APIs.",
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9100)
@@ -51,7 +52,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         handler_cancellation=True,
         shutdown_timeout=1.0,
         loop=loop,
-        print=lambda _: print(f"Mock OpenAI provider on http://{args.host}:{args.port}/v1"),
+        print=lambda _: print(_banner(f"http://{args.host}:{args.port}"), flush=True),
+    )
+
+
+def _banner(url: str) -> str:
+    """The base URL each provider's client should use, on one line (the bench filters it)."""
+    return (
+        f"Mock OpenAI provider on {url}/v1 (Anthropic: {url}, Gemini: {url}, "
+        f"Perplexity: {url}/perplexity)"
     )
 
 

@@ -1,4 +1,9 @@
-"""The mock OpenAI server: an aiohttp application and a threaded harness for tests.
+"""The mock provider server: an aiohttp application and a threaded harness for tests.
+
+One server speaks four protocols (``protocols/``): OpenAI Chat Completions under ``/v1``,
+Anthropic Messages (``/v1/messages``), Gemini (``/v1beta/models/{model}:generateContent``) and
+Perplexity under ``/perplexity``. Every chat request of any protocol goes through the same
+pipeline (:func:`_chat`), consumes the next script step and counts in ``/_mock/stats``.
 
 Serve the application with ``handler_cancellation=True`` (as :class:`MockServer` and
 ``python -m gateway.mock_provider`` do): aiohttp then cancels a handler whose client went away,
@@ -23,7 +28,9 @@ from aiohttp import web
 from . import wire
 from .config import MockConfig
 from .faults import Fault, FaultError, fault_from_step, fault_from_text
-from .replies import Reply, last_user_text, plan_reply, prompt_tokens
+from .protocols import ANTHROPIC, GEMINI, OPENAI, PERPLEXITY
+from .protocols.base import Call, Protocol, StreamPlan
+from .protocols.gemini import gemini_method_error
 from .state import MockState
 
 __all__ = ["CONFIG_KEY", "STATE_KEY", "MockServer", "create_app"]
@@ -32,6 +39,7 @@ CONFIG_KEY = web.AppKey("mock_config", MockConfig)
 STATE_KEY = web.AppKey("mock_state", MockState)
 # Prompts of long-context tests are big; the aiohttp default of 1 MiB is too small.
 MAX_BODY_BYTES = 64 * 1024 * 1024
+PERPLEXITY_PREFIX = "/perplexity"
 T = TypeVar("T")
 
 
@@ -44,6 +52,10 @@ def create_app(config: MockConfig | None = None) -> web.Application:
     app.router.add_post("/chat/completions", chat_completions)
     app.router.add_get("/v1/models", models_list)
     app.router.add_get("/v1/models/{model}", model_detail)
+    app.router.add_post("/v1/messages", anthropic_messages)
+    app.router.add_post("/v1beta/models/{target}", gemini_generate)
+    app.router.add_post("/v1/models/{target}", gemini_generate)
+    app.router.add_post(f"{PERPLEXITY_PREFIX}/chat/completions", perplexity_chat)
     app.router.add_get("/_mock/stats", mock_stats)
     app.router.add_post("/_mock/reset", mock_reset)
     app.router.add_get("/_mock/script", script_list)
@@ -53,104 +65,82 @@ def create_app(config: MockConfig | None = None) -> web.Application:
     return app
 
 
-# --- chat completions ----------------------------------------------------------------------------
+# --- chat requests of every protocol -------------------------------------------------------------
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
+    return await _handle(request, OPENAI)
+
+
+async def anthropic_messages(request: web.Request) -> web.StreamResponse:
+    return await _handle(request, ANTHROPIC)
+
+
+async def gemini_generate(request: web.Request) -> web.StreamResponse:
+    """``models/{model}:generateContent`` and ``:streamGenerateContent`` (other methods: 404)."""
+    if (unknown := gemini_method_error(request)) is not None:
+        return unknown
+    return await _handle(request, GEMINI)
+
+
+async def perplexity_chat(request: web.Request) -> web.StreamResponse:
+    return await _handle(request, PERPLEXITY)
+
+
+async def _handle(request: web.Request, protocol: Protocol) -> web.StreamResponse:
     started = time.monotonic()
     state = request.app[STATE_KEY]
-    state.chat_requests += 1
+    state.count_request(protocol.name)
     fault = state.next_fault()  # every chat request consumes a step, even one rejected below
     try:
-        return await _chat(request, fault, started)
+        return await _chat(request, protocol, fault, started)
     except asyncio.CancelledError:
         state.note_disconnect()
         raise
 
 
-async def _chat(request: web.Request, fault: Fault, started: float) -> web.StreamResponse:
+async def _chat(
+    request: web.Request, protocol: Protocol, fault: Fault, started: float
+) -> web.StreamResponse:
     config, state = request.app[CONFIG_KEY], request.app[STATE_KEY]
-    if (denied := _auth_error(request, config)) is not None:
-        return _json(401, denied, started)
+    if (denied := protocol.auth_error(request, config, started)) is not None:
+        return denied
     try:
         body = orjson.loads(await request.read())
     except orjson.JSONDecodeError:
         body = None
     if not isinstance(body, dict):
-        return _json(400, wire.invalid_json(), started)
-    state.record_request(body, request.headers)
-    messages = body.get("messages")
+        return protocol.invalid_json(request, started)
+    state.record_request(body, request.headers, path=request.path_qs, protocol=protocol.name)
     try:
-        if isinstance(messages, list):
-            fault = fault.merged(fault_from_text(last_user_text(messages)))
+        fault = fault.merged(fault_from_text(protocol.directive_text(body)))
     except FaultError as exc:
-        return _json(400, wire.invalid_request(str(exc)), started)
+        return protocol.bad_request(request, str(exc), started)
 
     if fault.reset:
         return _drop_connection(request, reset=True)
     delay_ms = config.latency_ms + (fault.delay_ms or 0)
     if delay_ms > 0 and not await _client_waited(request, delay_ms):
         return web.Response()
+    call = Call(request, body, fault, started, config, state)
     if fault.status is not None:
-        return _injected_error(fault, body, started)
-    if (problem := wire.request_problem(body)) is not None:
-        return _json(400, problem, started)
-    if body.get("stream") is True:
-        return await _stream(request, body, fault, started)
+        return protocol.injected_error(call)
+    if (problem := protocol.request_error(call)) is not None:
+        return problem
+    if protocol.wants_stream(call):
+        return await _stream(call, protocol.stream(call))
     if fault.cut_after_chunks is not None:
         return _drop_connection(request, reset=False)
-    return web.Response(
-        body=_completion(request, body, fault),
-        headers=wire.response_headers(started=started),
-    )
+    return protocol.answer(call)
 
 
-def _plan(
-    request: web.Request, body: dict[str, Any], fault: Fault
-) -> tuple[Reply, int, dict[str, Any]]:
-    """The reply each choice gets, the number of choices and the usage they add up to."""
-    config = request.app[CONFIG_KEY]
-    request.app[STATE_KEY].note_model(body["model"])
-    reply = plan_reply(body, reply_text=config.reply_text, chunks=_chunks(fault, config))
-    n = body.get("n") or 1
-    return reply, n, wire.usage(prompt_tokens(body["messages"]), n * len(reply.pieces))
-
-
-def _completion(request: web.Request, body: dict[str, Any], fault: Fault) -> bytes:
-    reply, n, usage = _plan(request, body, fault)
-    return wire.completion(
-        completion_id=wire.new_id("chatcmpl-", 15),
-        created=int(time.time()),
-        model=body["model"],
-        reply=reply,
-        n=n,
-        usage=usage,
-    )
-
-
-async def _stream(
-    request: web.Request, body: dict[str, Any], fault: Fault, started: float
-) -> web.StreamResponse:
-    config, state = request.app[CONFIG_KEY], request.app[STATE_KEY]
-    reply, n, usage = _plan(request, body, fault)
-    options = body.get("stream_options")
-    include_usage = isinstance(options, dict) and options.get("include_usage") is True
-    frames = wire.stream_frames(
-        completion_id=wire.new_id("chatcmpl-", 15),
-        created=int(time.time()),
-        model=body["model"],
-        reply=reply,
-        n=n,
-        usage=usage if include_usage else None,
-    )
-    chunk_delay_ms = config.chunk_delay_ms if fault.chunk_delay_ms is None else fault.chunk_delay_ms
-    response = web.StreamResponse(
-        headers=wire.response_headers(started=started, content_type=wire.SSE_TYPE)
-    )
+async def _stream(call: Call, plan: StreamPlan) -> web.StreamResponse:
+    request, state, fault = call.request, call.state, call.fault
+    response = web.StreamResponse(headers=plan.headers)
     await response.prepare(request)
     state.streams_started += 1
     try:
-        await _send_frames(response, frames, fault, chunk_delay_ms / 1000)
+        await _send_frames(response, plan, fault, call.chunk_delay)
         if fault.cut_after_chunks is not None:
             return _drop_connection(request, reset=False, response=response)
         await response.write_eof()
@@ -163,48 +153,34 @@ async def _stream(
 
 
 async def _send_frames(
-    response: web.StreamResponse, frames: wire.StreamFrames, fault: Fault, chunk_delay: float
+    response: web.StreamResponse, plan: StreamPlan, fault: Fault, chunk_delay: float
 ) -> None:
-    """Write the frames the fault lets through, then ``[DONE]`` or the error event if due.
+    """Write the frames the fault lets through, then the plan's ending or error event if due.
 
     Unpaced streams go out in one write: it keeps the mock cheap, and the client still parses
     separate SSE events.
     """
-    everything = frames.all()
     limit = fault.cut_after_chunks
     if limit is None:
         limit = fault.error_event_after_chunks
-    sent = everything if limit is None else everything[:limit]
+    sent = plan.frames if limit is None else plan.frames[:limit]
     if fault.cut_after_chunks is not None:
         ending = b""
     elif fault.error_event_after_chunks is not None:
-        ending = wire.error_event()
+        ending = (plan.separator if sent else b"") + plan.error_event
     else:
-        ending = wire.DONE
+        ending = plan.ending
     if chunk_delay <= 0:
-        await response.write(b"".join(sent) + ending)
+        await response.write(plan.head + plan.separator.join(sent) + ending)
         return
-    paced = range(len(frames.opening), len(frames.opening) + len(frames.pieces))
+    if plan.head:
+        await response.write(plan.head)
     for index, frame in enumerate(sent):
-        if index in paced:
+        if index in plan.paced:
             await asyncio.sleep(chunk_delay)
-        await response.write(frame)
+        await response.write(plan.separator + frame if index else frame)
     if ending:
         await response.write(ending)
-
-
-def _chunks(fault: Fault, config: MockConfig) -> int:
-    return config.chunks if fault.chunks is None else fault.chunks
-
-
-def _injected_error(fault: Fault, body: dict[str, Any], started: float) -> web.Response:
-    model = body.get("model") if isinstance(body.get("model"), str) else "unknown"
-    status = fault.status or 500
-    headers = dict(fault.headers or {})
-    if fault.retry_after is not None:
-        headers.setdefault("retry-after", f"{fault.retry_after:g}")
-    payload = fault.body or wire.status_error(status, model=model, retry_after=fault.retry_after)
-    return _json(status, payload, started, headers)
 
 
 async def _client_waited(request: web.Request, delay_ms: float) -> bool:
@@ -237,24 +213,10 @@ def _drop_connection(
     return response if response is not None else web.Response()
 
 
-def _auth_error(request: web.Request, config: MockConfig) -> dict | None:
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        return wire.invalid_api_key(token)
-    if config.api_key is not None and token != config.api_key:
-        return wire.invalid_api_key(token)
-    return None
-
-
 def _json(
     status: int, payload: Any, started: float, headers: Mapping[str, str] | None = None
 ) -> web.Response:
-    return web.Response(
-        status=status,
-        body=orjson.dumps(payload),
-        headers={**wire.response_headers(started=started), **(headers or {})},
-    )
+    return OPENAI.json_response(status, payload, started, headers)
 
 
 # --- models and 404 ------------------------------------------------------------------------------
@@ -262,8 +224,8 @@ def _json(
 
 async def models_list(request: web.Request) -> web.Response:
     started = time.monotonic()
-    if (denied := _auth_error(request, request.app[CONFIG_KEY])) is not None:
-        return _json(401, denied, started)
+    if (denied := OPENAI.auth_error(request, request.app[CONFIG_KEY], started)) is not None:
+        return denied
     models = request.app[STATE_KEY].models
     data = [_model(name, created) for name, created in models.items()]
     return _json(200, {"object": "list", "data": data}, started)
@@ -271,8 +233,8 @@ async def models_list(request: web.Request) -> web.Response:
 
 async def model_detail(request: web.Request) -> web.Response:
     started = time.monotonic()
-    if (denied := _auth_error(request, request.app[CONFIG_KEY])) is not None:
-        return _json(401, denied, started)
+    if (denied := OPENAI.auth_error(request, request.app[CONFIG_KEY], started)) is not None:
+        return denied
     name = request.match_info["model"]
     created = request.app[STATE_KEY].models.get(name)
     if created is None:
@@ -342,6 +304,7 @@ class MockServer:
 
         with MockServer(MockConfig(chunks=5)) as mock:
             client = openai.OpenAI(base_url=mock.base_url, api_key="x")
+            claude = anthropic.Anthropic(base_url=mock.anthropic_base_url, api_key="x")
             mock.script({"status": 503})
             ...
             assert mock.stats()["chat_requests"] == 1
@@ -369,11 +332,26 @@ class MockServer:
         """What an OpenAI client takes as ``base_url``."""
         return f"{self.url}/v1"
 
+    @property
+    def anthropic_base_url(self) -> str:
+        """What an Anthropic client takes as ``base_url`` (it adds ``/v1/messages``)."""
+        return self.url
+
+    @property
+    def gemini_base_url(self) -> str:
+        """What a Gemini client takes as base URL (it adds ``/v1beta/models/...``)."""
+        return self.url
+
+    @property
+    def perplexity_base_url(self) -> str:
+        """What a Perplexity client takes as ``base_url`` (it adds ``/chat/completions``)."""
+        return self.url + PERPLEXITY_PREFIX
+
     def start(self) -> Self:
         """Bind (an ephemeral port unless one was given) and serve until :meth:`stop`."""
         if self._thread is not None:
             raise RuntimeError("MockServer already started")
-        self._thread = threading.Thread(target=self._serve, name="mock-openai", daemon=True)
+        self._thread = threading.Thread(target=self._serve, name="mock-provider", daemon=True)
         self._thread.start()
         self._ready.wait()
         if self._startup_error is not None:

@@ -96,8 +96,14 @@ def test_models_lists_what_the_tier_allows(gw, make_key):
     pro_ids = {m.id for m in gw.sdk(pro).models.list()}
     free_ids = {m.id for m in gw.sdk(free).models.list()}
 
-    assert {"gpt-4o", "gpt-4o-mini", "gpt-4-turbo", "gpt-3.5-turbo"} <= pro_ids
-    assert free_ids == {"gpt-4o-mini", "gpt-3.5-turbo"}
+    assert len(pro_ids) == 10
+    assert free_ids == {
+        "gpt-4o-mini",
+        "gpt-3.5-turbo",
+        "claude-3-haiku-20240307",
+        "gemini-2.0-flash",
+        "sonar",
+    }
     assert gw.sdk(pro).models.retrieve("gpt-4o").owned_by == "openai"
     with pytest.raises(openai.NotFoundError):
         gw.sdk(free).models.retrieve("gpt-4o")
