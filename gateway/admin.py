@@ -2,13 +2,13 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin
-from django.db import models
 
 from gateway import crypto
 from gateway.models import GatewayEvent, ProviderEndpoint, Trace, UsageCounter
 
 
 class ProviderEndpointForm(forms.ModelForm):
+    base_url = forms.URLField(assume_scheme="https", max_length=200)
     api_key = forms.CharField(
         required=False,
         widget=forms.PasswordInput(render_value=False),
@@ -33,7 +33,6 @@ class ProviderEndpointAdmin(admin.ModelAdmin):
     """Provider credentials: write-only, encrypted at rest, never displayed."""
 
     form = ProviderEndpointForm
-    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     list_display = ["name", "provider", "base_url", "is_default", "is_active", "has_key"]
     list_filter = ["provider", "is_default", "is_active"]
     search_fields = ["name", "base_url"]

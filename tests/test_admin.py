@@ -22,7 +22,7 @@ from billing.models import Tier
 from compliance.models import AuditEvent
 
 # Our own apps: each of their admin pages must be exercised on a real object.
-OUR_APPS = {"accounts", "billing", "compliance"}
+OUR_APPS = {"accounts", "billing", "compliance", "gateway"}
 REGISTERED = list(admin.site._registry)
 
 
@@ -75,6 +75,40 @@ def every_model(org, user, api_key, superuser) -> None:
     app = SocialApp.objects.create(provider="openid_connect", provider_id="google", name="Google")
     account = SocialAccount.objects.create(user=user, provider="google", uid="1234")
     SocialToken.objects.create(app=app, account=account, token="tok")
+    _gateway_objects(org, api_key[0])
+
+
+def _gateway_objects(org, key) -> None:
+    from django.utils import timezone
+
+    from billing.models import LanguageModel, ModelAlias
+    from gateway import crypto
+    from gateway.models import GatewayEvent, ModelDeployment, ProviderEndpoint, Trace, UsageCounter
+
+    mini = LanguageModel.objects.get(model_id="gpt-4o-mini")
+    ModelAlias.objects.create(alias="mini", model=mini)
+    endpoint = ProviderEndpoint.objects.create(
+        name="vllm",
+        provider="openai_compatible",
+        base_url="http://vllm.internal:8000/v1",
+        api_key_encrypted=crypto.encrypt("endpoint-secret"),
+    )
+    ModelDeployment.objects.create(
+        name="mini-vllm", model=mini, endpoint=endpoint, upstream_model_id="llama3"
+    )
+    trace = Trace.objects.create(
+        created_at=timezone.now(),
+        organization=org,
+        api_key=key,
+        model="gpt-4o-mini",
+        provider="openai",
+        status="passed",
+        http_status=200,
+    )
+    UsageCounter.objects.create(organization=org, api_key=key, month=timezone.now().date())
+    GatewayEvent.objects.create(
+        organization=org, kind="loop_detected", trace=trace, created_at=timezone.now()
+    )
 
 
 @pytest.mark.parametrize("model", REGISTERED, ids=lambda m: m._meta.label)
@@ -283,3 +317,14 @@ def test_staff_with_totp_reach_the_admin_when_mfa_is_required(client, settings, 
     client.force_login(superuser)
 
     assert client.get("/admin/").status_code == 200
+
+
+def test_provider_credentials_are_never_shown(admin_client, every_model):
+    from gateway.models import ProviderEndpoint
+
+    endpoint = ProviderEndpoint.objects.get(name="vllm")
+    page = admin_client.get(f"/admin/gateway/providerendpoint/{endpoint.pk}/change/")
+
+    assert page.status_code == 200
+    assert "endpoint-secret" not in page.content.decode()
+    assert endpoint.api_key_encrypted not in page.content.decode()
