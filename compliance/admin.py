@@ -2,24 +2,19 @@ from __future__ import annotations
 
 from django.contrib import admin
 
+from aqta.admin import ReadOnlyAdmin
 from compliance.models import AuditChain, AuditEvent
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class AppendOnlyAdmin(ReadOnlyAdmin):
     """The audit trail is append-only: no one edits or deletes it from the admin."""
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(ReadOnlyAdmin):
+class AuditEventAdmin(AppendOnlyAdmin):
     list_display = ["created_at", "action", "actor_label", "organization", "target", "ip"]
     list_filter = ["action"]
     search_fields = ["actor_label", "target", "organization__name", "hash"]
@@ -28,6 +23,6 @@ class AuditEventAdmin(ReadOnlyAdmin):
 
 
 @admin.register(AuditChain)
-class AuditChainAdmin(ReadOnlyAdmin):
+class AuditChainAdmin(AppendOnlyAdmin):
     list_display = ["scope", "length", "last_hash"]
     search_fields = ["scope"]

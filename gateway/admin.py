@@ -3,6 +3,7 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin
 
+from aqta.admin import ReadOnlyAdmin
 from gateway import crypto
 from gateway.models import GatewayEvent, ProviderEndpoint, Trace, UsageCounter
 
@@ -40,14 +41,6 @@ class ProviderEndpointAdmin(admin.ModelAdmin):
     @admin.display(boolean=True, description="Key set")
     def has_key(self, obj: ProviderEndpoint) -> bool:
         return bool(obj.api_key_encrypted)
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(Trace)
