@@ -142,6 +142,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.humanize",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "allauth",
     "allauth.account",
     "allauth.socialaccount",
@@ -389,7 +391,18 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.FormParser",
     ],
     "EXCEPTION_HANDLER": "aqta.errors.drf_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Aqta control-plane API",
+    "DESCRIPTION": "Accounts, API keys and analytics. The /v1 gateway is OpenAI's API.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # django-ratelimit guards the control plane's write endpoints.
@@ -406,6 +419,12 @@ CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = "UTC"
+CELERY_BEAT_SCHEDULE = {
+    # Analytics rollups from the traces written since the last run.
+    "rollups-refresh": {"task": "gateway.tasks.rollups_refresh", "schedule": 60.0},
+    # Traces, content and rollups past each organisation's retention, in small batches.
+    "retention-purge": {"task": "compliance.tasks.retention_purge", "schedule": 3600.0},
+}
 
 # --- Aqta -------------------------------------------------------------------------------
 AQTA_DEFAULT_TIER = env("AQTA_DEFAULT_TIER", "free")

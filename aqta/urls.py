@@ -7,6 +7,7 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import TemplateView
 from django_ratelimit.decorators import ratelimit
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from gateway import views as ops
 
@@ -33,6 +34,10 @@ urlpatterns = [
     path("accounts/login/", throttled_login, name="account_login"),
     path("accounts/", include("allauth.urls")),
     path("api/", include("accounts.urls")),
+    path("api/analytics/", include("gateway.analytics_urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("dashboard/", include("accounts.dashboard_urls")),
 ]
 
 handler400 = "aqta.errors.handler400"
