@@ -1,15 +1,35 @@
 from __future__ import annotations
 
+from datetime import datetime
+from decimal import Decimal
+
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
-from django.db.models import Count, QuerySet
+from django.db.models import (
+    Count,
+    DateTimeField,
+    DecimalField,
+    IntegerField,
+    Max,
+    OuterRef,
+    PositiveBigIntegerField,
+    QuerySet,
+    Subquery,
+    Sum,
+)
+from django.db.models.functions import Coalesce
 from django.http import HttpRequest
+from django.utils import timezone
 
 from accounts.key_records import key_records_invalidate
 from accounts.models import ApiKey, Membership, Organization, User
 from accounts.services import api_key_revoke, organization_change_tier
+from aqta.errors import AqtaError
 from billing.models import Tier
+from compliance.retention import organization_retention_set, retention_days_validate
 from compliance.services import audit_event_record
+from gateway.models import UsageCounter
 
 
 @admin.register(User)
@@ -48,12 +68,48 @@ def _change_tier_action(tier: Tier):
     return action, action.__name__, f"Change tier to {tier.name}"
 
 
+def _per_organization(queryset: QuerySet, aggregate, output_field) -> Subquery:
+    """One value per organisation row, as a correlated subquery (no join fan-out, no N+1)."""
+    value = (
+        queryset.filter(organization=OuterRef("pk"))
+        .order_by()
+        .values("organization")
+        .annotate(value=aggregate)
+        .values("value")
+    )
+    return Subquery(value, output_field=output_field)
+
+
+def _usage_this_month(field: str, output_field) -> Coalesce:
+    month = timezone.now().date().replace(day=1)  # counters are per calendar month, UTC
+    usage = UsageCounter.objects.filter(month=month)
+    return Coalesce(
+        _per_organization(usage, Sum(field), output_field), 0, output_field=output_field
+    )
+
+
+class OrganizationAdminForm(forms.ModelForm):
+    def clean(self):
+        data = super().clean()
+        tier = data.get("tier")
+        if tier is not None and {"tier", "retention_days"} & set(self.changed_data):
+            try:
+                retention_days_validate(tier=tier, days=data.get("retention_days"))
+            except AqtaError as error:
+                self.add_error("retention_days", error.message)
+        return data
+
+
 @admin.register(Organization)
 class OrganizationAdmin(admin.ModelAdmin):
+    form = OrganizationAdminForm
     list_display = [
         "name",
         "slug",
         "tier",
+        "requests_this_month",
+        "cost_this_month",
+        "last_activity",
         "monthly_budget_eur",
         "content_logging",
         "member_count",
@@ -66,11 +122,37 @@ class OrganizationAdmin(admin.ModelAdmin):
     list_select_related = ["tier"]
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(_members=Count("memberships"))
+        cost = DecimalField(max_digits=18, decimal_places=8)
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                _members=Coalesce(
+                    _per_organization(Membership.objects.all(), Count("pk"), IntegerField()), 0
+                ),
+                _requests_month=_usage_this_month("requests", PositiveBigIntegerField()),
+                _cost_month=_usage_this_month("cost_eur", cost),
+                _last_activity=_per_organization(
+                    ApiKey.objects.all(), Max("last_used_at"), DateTimeField()
+                ),
+            )
+        )
 
     @admin.display(ordering="_members", description="Members")
     def member_count(self, obj: Organization) -> int:
         return obj._members
+
+    @admin.display(ordering="_requests_month", description="Requests this month")
+    def requests_this_month(self, obj: Organization) -> int:
+        return obj._requests_month
+
+    @admin.display(ordering="_cost_month", description="Cost this month (EUR)")
+    def cost_this_month(self, obj: Organization) -> str:
+        return f"{Decimal(obj._cost_month):.2f}"
+
+    @admin.display(ordering="_last_activity", description="Last activity", empty_value="never")
+    def last_activity(self, obj: Organization) -> datetime | None:
+        return obj._last_activity
 
     def get_actions(self, request):
         actions = super().get_actions(request)
@@ -85,11 +167,14 @@ class OrganizationAdmin(admin.ModelAdmin):
         return False
 
     def save_model(self, request, obj: Organization, form, change: bool) -> None:
-        # Tier changes go through the service; every other change is audited here.
-        changed = [name for name in form.changed_data if name != "tier"]
-        new_tier = obj.tier
-        if "tier" in form.changed_data:
-            obj.tier = Organization.objects.get(pk=obj.pk).tier
+        # Tier and retention changes go through their services (after the tier, so that
+        # retention is checked against the new one); every other change is audited here.
+        by_service = {"tier", "retention_days"} & set(form.changed_data)
+        changed = [name for name in form.changed_data if name not in by_service]
+        new_tier, new_retention = obj.tier, obj.retention_days
+        if by_service:
+            saved = Organization.objects.select_related("tier").get(pk=obj.pk)
+            obj.tier, obj.retention_days = saved.tier, saved.retention_days
         super().save_model(request, obj, form, change)
         key_records_invalidate(organization=obj)
         if changed:
@@ -102,6 +187,8 @@ class OrganizationAdmin(admin.ModelAdmin):
             )
         if "tier" in form.changed_data:
             organization_change_tier(organization=obj, tier=new_tier, actor=request.user)
+        if "retention_days" in form.changed_data:
+            organization_retention_set(organization=obj, days=new_retention, actor=request.user)
 
 
 @admin.register(Membership)

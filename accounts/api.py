@@ -11,6 +11,8 @@ from django.conf import settings
 from django.http import HttpResponseRedirect
 from django.middleware.csrf import get_token
 from django.utils.http import url_has_allowed_host_and_scheme
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.permissions import AllowAny
@@ -136,9 +138,13 @@ class AuthLoginApi(APIView):
     permission_classes = [AllowAny]
 
     class Input(serializers.Serializer):
+        class Meta:
+            ref_name = "LoginInput"
+
         email = serializers.EmailField()
         password = serializers.CharField(trim_whitespace=False, max_length=4096)
 
+    @extend_schema(operation_id="auth_login", request=Input, responses={200: OpenApiTypes.OBJECT})
     def post(self, request: Request) -> Response:
         throttle(request, group="auth-login", rate=settings.AQTA_API_LOGIN_RATE, key="ip")
         data = validated(self.Input, request.data)
@@ -174,10 +180,14 @@ class AuthSignupApi(APIView):
     permission_classes = [AllowAny]
 
     class Input(serializers.Serializer):
+        class Meta:
+            ref_name = "SignupInput"
+
         email = serializers.EmailField(max_length=254)
         password = serializers.CharField(trim_whitespace=False, max_length=4096)
         name = serializers.CharField(max_length=150, required=False, allow_blank=True)
 
+    @extend_schema(operation_id="auth_signup", request=Input, responses={201: OpenApiTypes.OBJECT})
     def post(self, request: Request) -> Response:
         throttle(request, group="auth-signup", rate=settings.AQTA_API_SIGNUP_RATE, key="ip")
         data = validated(self.Input, request.data)
@@ -223,9 +233,19 @@ class AuthOAuthSigninApi(APIView):
     parser_classes = [JSONParser, FormParser, MultiPartParser]
 
     class Input(serializers.Serializer):
+        class Meta:
+            ref_name = "OAuthSigninInput"
+
         provider = serializers.ChoiceField(choices=["google", "microsoft"])
         next = serializers.CharField(required=False, max_length=2000)
 
+    @extend_schema(
+        operation_id="auth_oauth_signin",
+        request=Input,
+        responses={
+            200: inline_serializer("OAuthRedirect", {"redirect_url": serializers.URLField()})
+        },
+    )
     def post(self, request: Request):
         throttle(request, group="auth-login", rate=settings.AQTA_API_LOGIN_RATE, key="ip")
         data = validated(self.Input, request.data)
@@ -249,6 +269,7 @@ class AuthOAuthSigninApi(APIView):
 
 
 class AuthLogoutApi(APIView):
+    @extend_schema(operation_id="auth_logout", request=None, responses={204: None})
     def post(self, request: Request) -> Response:
         if not isinstance(request.user, KeyPrincipal):
             get_account_adapter(request._request).logout(request._request)
@@ -256,6 +277,7 @@ class AuthLogoutApi(APIView):
 
 
 class AuthMeApi(APIView):
+    @extend_schema(operation_id="auth_me", responses={200: OpenApiTypes.OBJECT})
     def get(self, request: Request) -> Response:
         get_token(request._request)
         return Response(me_data(request))
@@ -285,6 +307,9 @@ class OrganizationScopedApi(APIView):
 
 class ApiKeyListCreateApi(OrganizationScopedApi):
     class Input(serializers.Serializer):
+        class Meta:
+            ref_name = "ApiKeyCreateInput"
+
         name = serializers.CharField(max_length=100)
         expires_at = serializers.DateTimeField(required=False, allow_null=True)
         rate_limit_per_minute = serializers.IntegerField(
@@ -297,11 +322,26 @@ class ApiKeyListCreateApi(OrganizationScopedApi):
             max_digits=12, decimal_places=2, min_value=0, required=False, allow_null=True
         )
 
+    @extend_schema(
+        operation_id="keys_list",
+        responses={
+            200: inline_serializer(
+                "ApiKeyList",
+                {"object": serializers.CharField(), "data": ApiKeyOutput(many=True)},
+            )
+        },
+    )
     def get(self, request: Request) -> Response:
         organization, _ = self.organization_context(request)
         keys = api_key_list(organization=organization)
         return Response({"object": "list", "data": ApiKeyOutput(keys, many=True).data})
 
+    @extend_schema(
+        operation_id="keys_create",
+        request=Input,
+        responses={201: ApiKeyOutput},
+        description="The response's `key` field is the secret, shown this once.",
+    )
     def post(self, request: Request) -> Response:
         organization, _ = self.organization_context(request)
         throttle(
@@ -323,10 +363,12 @@ class ApiKeyListCreateApi(OrganizationScopedApi):
 
 
 class ApiKeyDetailApi(OrganizationScopedApi):
+    @extend_schema(operation_id="keys_retrieve", responses={200: ApiKeyOutput})
     def get(self, request: Request, key_id: str) -> Response:
         organization, _ = self.organization_context(request)
         return Response(ApiKeyOutput(api_key_get(organization=organization, key_id=key_id)).data)
 
+    @extend_schema(operation_id="keys_revoke", responses={200: ApiKeyOutput})
     def delete(self, request: Request, key_id: str) -> Response:
         organization, membership = self.organization_context(request)
         api_key = api_key_get(organization=organization, key_id=key_id)

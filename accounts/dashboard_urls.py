@@ -1,5 +1,21 @@
 from __future__ import annotations
 
+from django.urls import path
+
+from accounts import views
+
 app_name = "dashboard"
 
-urlpatterns: list = []
+urlpatterns = [
+    path("", views.overview, name="overview"),
+    path("organization/switch/", views.organization_switch, name="organization-switch"),
+    path("usage/", views.usage, name="usage"),
+    path("keys/", views.keys, name="keys"),
+    path("keys/<uuid:key_id>/revoke/", views.key_revoke, name="key-revoke"),
+    path("traces/", views.traces, name="traces"),
+    path("traces/<uuid:trace_id>/", views.trace_detail, name="trace-detail"),
+    path("settings/", views.organization_settings, name="settings"),
+    path("members/", views.members, name="members"),
+    path("members/<int:membership_id>/role/", views.member_role, name="member-role"),
+    path("members/<int:membership_id>/remove/", views.member_remove, name="member-remove"),
+]

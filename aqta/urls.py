@@ -5,10 +5,10 @@ from allauth.account.views import LoginView
 from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
-from django.views.generic import TemplateView
 from django_ratelimit.decorators import ratelimit
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from accounts import views as dashboard_views
 from gateway import views as ops
 
 # The admin login goes through allauth's login (its rate limits, MFA), and the HTML
@@ -26,7 +26,7 @@ throttled_login = ratelimit(
 )(LoginView.as_view())
 
 urlpatterns = [
-    path("", TemplateView.as_view(template_name="index.html"), name="home"),
+    path("", dashboard_views.home, name="home"),
     path("healthz", ops.healthz, name="healthz"),
     path("readyz", ops.readyz, name="readyz"),
     path("metrics", ops.metrics, name="metrics"),

@@ -152,3 +152,84 @@ class GatewayEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} at {self.created_at:%Y-%m-%d %H:%M:%S}"
+
+
+# --- Analytics rollups (maintained by gateway.analytics.rollups_refresh) ----------------
+
+# Upper edges (ms) of the latency histogram buckets; a last bucket holds everything above.
+# Percentiles are estimated within a bucket, so these edges are the resolution of p50/p95.
+LATENCY_BUCKET_EDGES_MS: tuple[int, ...] = (
+    10, 25, 50, 75, 100, 150, 200, 300, 400, 500, 750, 1000,
+    1500, 2000, 3000, 5000, 7500, 10000, 15000, 20000, 30000, 60000, 120000,
+)  # fmt: skip
+
+
+class RollupFields(models.Model):
+    """What both rollups count per organisation, key, model and provider."""
+
+    organization = models.ForeignKey(
+        "accounts.Organization", on_delete=models.CASCADE, related_name="+"
+    )
+    api_key = models.ForeignKey(
+        "accounts.ApiKey", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    model = models.CharField(max_length=120, blank=True)
+    provider = models.CharField(max_length=40, blank=True)
+    requests = models.PositiveBigIntegerField(default=0)
+    errors = models.PositiveBigIntegerField(
+        default=0, help_text="HTTP status ≥ 400 or not passed (blocked and suppressed count)."
+    )
+    blocked = models.PositiveBigIntegerField(default=0, help_text="Blocked or suppressed.")
+    prompt_tokens = models.PositiveBigIntegerField(default=0)
+    completion_tokens = models.PositiveBigIntegerField(default=0)
+    cost_eur = models.DecimalField(max_digits=18, decimal_places=8, default=0)
+    latency_ms_sum = models.PositiveBigIntegerField(default=0)
+    latency_histogram = models.JSONField(
+        default=list, help_text="Request counts per LATENCY_BUCKET_EDGES_MS bucket."
+    )
+
+    class Meta:
+        abstract = True
+
+
+class HourlyRollup(RollupFields):
+    hour = models.DateTimeField(help_text="Start of the hour (UTC).")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "api_key", "model", "provider", "hour"],
+                name="one_hourly_rollup_per_group",
+            )
+        ]
+        indexes = [models.Index(fields=["organization", "hour"])]
+
+    def __str__(self) -> str:
+        return f"{self.organization_id} {self.hour:%Y-%m-%d %H}h {self.model}: {self.requests}"
+
+
+class DailyRollup(RollupFields):
+    day = models.DateField(help_text="UTC day.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "api_key", "model", "provider", "day"],
+                name="one_daily_rollup_per_group",
+            )
+        ]
+        indexes = [models.Index(fields=["organization", "day"])]
+
+    def __str__(self) -> str:
+        return f"{self.organization_id} {self.day} {self.model}: {self.requests}"
+
+
+class RollupWatermark(models.Model):
+    """Where the last rollup refresh started; its row lock serialises concurrent refreshes."""
+
+    name = models.CharField(max_length=40, primary_key=True)
+    refreshed_from = models.DateTimeField(null=True, blank=True)
+    refreshed_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.refreshed_at}"

@@ -79,7 +79,7 @@ def test_bad_signup_input_is_a_400_naming_the_field(api_client, payload, code, p
 
 
 def test_signup_is_throttled_per_ip(api_client, settings):
-    settings.AQTA_API_SIGNUP_RATE = "2/m"
+    settings.AQTA_API_SIGNUP_RATE = "2/h"
     statuses = [_signup(api_client, email=f"u{i}@example.com").status_code for i in range(3)]
     assert statuses == [201, 201, 429]
     assert User.objects.count() == 2
@@ -119,7 +119,7 @@ def test_repeated_failures_lock_the_account_even_for_the_right_password(api_clie
 
 
 def test_login_is_throttled_per_ip(api_client, user, settings):
-    settings.AQTA_API_LOGIN_RATE = "3/m"
+    settings.AQTA_API_LOGIN_RATE = "3/h"
     statuses = [_login(api_client, user.email, PASSWORD).status_code for _ in range(4)]
     assert statuses == [200, 200, 200, 429]
 
@@ -161,7 +161,7 @@ def test_me_with_an_api_key_describes_the_key_and_its_organisation(key_client, a
 
 
 def test_the_html_login_shares_the_login_throttle(user, settings):
-    settings.AQTA_API_LOGIN_RATE = "2/m"
+    settings.AQTA_API_LOGIN_RATE = "2/h"
     client = Client()
     statuses = [
         client.post("/accounts/login/", {"login": user.email, "password": "nope"}).status_code

@@ -1,0 +1,587 @@
+"""/api/analytics/*: requests and costs of the caller's organisation, JSON or CSV.
+
+Thin views over ``gateway.analytics``; aggregates come from the rollups. Starter tier and
+above: a tier without analytics gets 403 ``tier_feature_unavailable``.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import uuid
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.utils import timezone
+from django.utils.dateparse import parse_date, parse_datetime
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_serializer,
+)
+from rest_framework import serializers
+from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.utils.urls import replace_query_param
+
+from accounts.api import OrganizationScopedApi, validated
+from aqta.errors import AqtaError
+from billing.models import Analytics, Tier
+from gateway import analytics
+from gateway import openapi as _openapi  # noqa: F401  (registers the auth schemes)
+from gateway.models import Trace, TraceStatus
+
+MAX_RANGE = timedelta(days=400)
+MAX_HOURLY_RANGE = timedelta(days=31)
+DEFAULT_REQUESTS_RANGE = timedelta(days=7)
+DEFAULT_PAGE = 50
+MAX_PAGE = 500
+FORMATS = ("json", "csv")
+JSON = "application/json"
+
+
+# --- CSV ------------------------------------------------------------------------------------
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    # A cell starting like a formula would run as one in a spreadsheet.
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+class CsvRenderer(BaseRenderer):
+    """Renders ``{"header": [...], "rows": [[...], ...]}`` as CSV with a header row."""
+
+    media_type = "text/csv"
+    format = "csv"
+    charset = "utf-8"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None) -> bytes:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\r\n")
+        writer.writerow(data["header"])
+        writer.writerows([_cell(value) for value in row] for row in data["rows"])
+        return buffer.getvalue().encode()
+
+
+def csv_response(rows: list[dict], header: list[str], filename: str, **headers: str) -> Response:
+    table = {"header": header, "rows": [[row.get(name) for name in header] for row in rows]}
+    disposition = f'attachment; filename="{filename}"'
+    return Response(table, headers={"Content-Disposition": disposition, **headers})
+
+
+# --- Query fields ---------------------------------------------------------------------------
+
+
+@extend_schema_field(
+    {
+        "type": "string",
+        "description": "ISO 8601 date (a whole UTC day) or date-time (UTC if no offset).",
+        "example": "2025-03-01",
+    }
+)
+class InstantField(serializers.Field):
+    """A date or date-time; a date is its UTC midnight, or the next one for an end."""
+
+    default_error_messages = {
+        "invalid": "Use an ISO 8601 date (2025-03-01) or date-time (2025-03-01T12:00:00Z)."
+    }
+
+    def __init__(self, *, end: bool = False, **kwargs) -> None:
+        self.end = end
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data) -> datetime:
+        text = str(data).strip()
+        # An unencoded "+" of a UTC offset reaches the query string as a space.
+        text = text.replace(" ", "+") if "T" in text else text
+        try:
+            day = parse_date(text)
+            moment = None if day else parse_datetime(text)
+        except ValueError:
+            self.fail("invalid")
+        if day is not None:
+            return analytics.instant(day, end=self.end)
+        if moment is None:
+            self.fail("invalid")
+        return analytics.instant(moment)
+
+    def to_representation(self, value: datetime) -> str:
+        return value.isoformat()
+
+
+@extend_schema_field(
+    {"type": "string", "description": "The `next` link's cursor, from the previous page."}
+)
+class CursorField(serializers.Field):
+    default_error_messages = {"invalid": "cursor is not valid; follow the previous page's next."}
+
+    @staticmethod
+    def encode(trace: Trace) -> str:
+        raw = f"{trace.created_at.isoformat()}|{trace.pk}".encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    def to_internal_value(self, data) -> tuple[datetime, uuid.UUID]:
+        try:
+            text = str(data)
+            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
+            created, trace_id = raw.split("|")
+            moment = datetime.fromisoformat(created)
+            if moment.tzinfo is None:
+                raise ValueError(raw)
+            return moment, uuid.UUID(trace_id)
+        except ValueError:
+            self.fail("invalid")
+
+    def to_representation(self, value) -> str:
+        return str(value)
+
+
+def _choice(choices: list[str], **kwargs) -> serializers.ChoiceField:
+    listed = ", ".join(choices)
+    message = f'"{{input}}" is not one of: {listed}.'
+    return serializers.ChoiceField(
+        choices=choices, error_messages={"invalid_choice": message}, **kwargs
+    )
+
+
+class RangeQuery(serializers.Serializer):
+    start = InstantField(required=False, help_text="Start (inclusive).")
+    end = InstantField(
+        end=True, required=False, help_text="End: a date-time is exclusive, a date inclusive."
+    )
+
+    default_range = DEFAULT_REQUESTS_RANGE
+
+    def default_start(self, end: datetime) -> datetime:
+        return end - self.default_range
+
+    def validate(self, attrs: dict) -> dict:
+        attrs["end"] = end = attrs.get("end") or timezone.now()
+        attrs["start"] = start = attrs.get("start") or self.default_start(end)
+        if start >= end:
+            raise serializers.ValidationError({"start": "start must be before end."})
+        if end - start > MAX_RANGE:
+            raise serializers.ValidationError(
+                {"start": f"start to end spans more than {MAX_RANGE.days} days."}
+            )
+        if attrs.get("group_by") == "hour" and end - start > MAX_HOURLY_RANGE:
+            raise serializers.ValidationError(
+                {
+                    "group_by": f"group_by=hour covers at most {MAX_HOURLY_RANGE.days} days; "
+                    "use day for longer ranges."
+                }
+            )
+        return attrs
+
+
+# --- Output shapes --------------------------------------------------------------------------
+
+
+@extend_schema_serializer(component_name="Error")
+class ErrorOutput(serializers.Serializer):
+    @extend_schema_serializer(component_name="ErrorBody")
+    class Body(serializers.Serializer):
+        message = serializers.CharField()
+        type = serializers.CharField()
+        code = serializers.CharField()
+        param = serializers.CharField(required=False)
+
+    error = Body()
+
+
+@extend_schema_serializer(component_name="UsageStats")
+class StatsOutput(serializers.Serializer):
+    requests = serializers.IntegerField()
+    errors = serializers.IntegerField(help_text="HTTP status ≥ 400, blocked or suppressed.")
+    blocked = serializers.IntegerField(help_text="Refused by a policy (blocked or suppressed).")
+    error_rate = serializers.FloatField(help_text="errors / requests (0 to 1).")
+    prompt_tokens = serializers.IntegerField()
+    completion_tokens = serializers.IntegerField()
+    tokens = serializers.IntegerField()
+    cost_eur = serializers.DecimalField(max_digits=18, decimal_places=8)
+    p50_ms = serializers.IntegerField(
+        allow_null=True, help_text="Median latency, estimated within its histogram bucket."
+    )
+    p95_ms = serializers.IntegerField(allow_null=True)
+
+
+class KeyLabelOutput(serializers.Serializer):
+    key = serializers.CharField(help_text="ISO hour or day, model id, API key id or provider.")
+    label = serializers.CharField()
+
+
+@extend_schema_serializer(component_name="UsageGroup")
+class GroupOutput(KeyLabelOutput, StatsOutput):
+    pass
+
+
+@extend_schema_serializer(component_name="Trace")
+class TraceOutput(serializers.ModelSerializer):
+    api_key = serializers.UUIDField(source="api_key_id", allow_null=True)
+
+    class Meta:
+        model = Trace
+        fields = [
+            "id",
+            "created_at",
+            "api_key",
+            "model",
+            "provider",
+            "status",
+            "http_status",
+            "error_code",
+            "policy",
+            "prompt_tokens",
+            "completion_tokens",
+            "cached_tokens",
+            "cost_eur",
+            "cost_prevented_eur",
+            "latency_ms",
+            "ttfb_ms",
+            "stream",
+            "cached",
+            "loop_detected",
+            "client_disconnected",
+        ]
+
+
+@extend_schema_serializer(component_name="CostRow")
+class CostRowOutput(serializers.Serializer):
+    key = serializers.CharField(help_text="Day, model id, API key id or provider.")
+    label = serializers.CharField()
+    requests = serializers.IntegerField()
+    errors = serializers.IntegerField()
+    tokens = serializers.IntegerField()
+    cost_eur = serializers.DecimalField(max_digits=18, decimal_places=8)
+
+
+@extend_schema_serializer(component_name="MonthStatus")
+class MonthOutput(serializers.Serializer):
+    month = serializers.CharField(help_text="YYYY-MM (UTC).")
+    requests = serializers.IntegerField(help_text="Admitted requests month-to-date.")
+    quota = serializers.IntegerField(allow_null=True, help_text="Null: no monthly quota.")
+    cost_eur = serializers.DecimalField(max_digits=18, decimal_places=8)
+    budget_eur = serializers.DecimalField(
+        max_digits=12, decimal_places=2, allow_null=True, help_text="Null: no budget."
+    )
+    projected_cost_eur = serializers.DecimalField(max_digits=18, decimal_places=2)
+    projected_requests = serializers.IntegerField()
+    rate_limit_per_minute = serializers.IntegerField()
+
+
+# --- Views ----------------------------------------------------------------------------------
+
+FORMAT_PARAMETER = OpenApiParameter(
+    "format",
+    str,
+    enum=list(FORMATS),
+    description="`csv` answers text/csv with a header row (also with `Accept: text/csv`).",
+)
+ERRORS = {
+    (400, JSON): OpenApiResponse(ErrorOutput, description="A parameter is invalid (`param`)."),
+    (401, JSON): OpenApiResponse(ErrorOutput, description="No or an invalid API key / session."),
+    (403, JSON): OpenApiResponse(
+        ErrorOutput, description="`tier_feature_unavailable`: the tier has no analytics."
+    ),
+}
+
+
+def _needed_tier() -> str:
+    tiers = Tier.objects.exclude(analytics=Analytics.NONE).order_by("sort_order", "slug")
+    return tiers.values_list("name", flat=True).first() or "a paid"
+
+
+class AnalyticsApi(OrganizationScopedApi):
+    """The organisation's analytics, for tiers that include them; JSON or CSV."""
+
+    renderer_classes = [JSONRenderer, CsvRenderer]
+
+    def perform_content_negotiation(self, request: Request, force: bool = False):
+        requested = request.query_params.get("format")
+        if requested and requested not in FORMATS:
+            # Reported after authentication (in initial), as JSON, naming the parameter.
+            self.bad_format = requested
+            return JSONRenderer(), JSONRenderer.media_type
+        return super().perform_content_negotiation(request, force=force)
+
+    def initial(self, request: Request, *args, **kwargs) -> None:
+        super().initial(request, *args, **kwargs)
+        organization, _ = self.organization_context(request)
+        tier = organization.tier
+        if tier.analytics == Analytics.NONE:
+            raise AqtaError(
+                f"Analytics needs the {_needed_tier()} tier or above; "
+                f"this organisation is on {tier.name}.",
+                status=403,
+                code="tier_feature_unavailable",
+            )
+        if getattr(self, "bad_format", None):
+            raise AqtaError(
+                f"format must be one of: {', '.join(FORMATS)}.",
+                code="invalid_parameter",
+                param="format",
+            )
+        if settings.EMBEDDED:
+            analytics.rollups_refresh_if_stale()
+        self.organization = organization
+
+    def handle_exception(self, exc: Exception) -> Response:
+        # Errors keep the JSON envelope even when CSV was asked for.
+        self.request.accepted_renderer = JSONRenderer()
+        self.request.accepted_media_type = JSONRenderer.media_type
+        return super().handle_exception(exc)
+
+    @staticmethod
+    def query(request: Request) -> dict[str, str]:
+        """Query parameters, with empty ones treated as absent (as forms send them)."""
+        return {k: v for k, v in request.query_params.items() if v != "" and k != "format"}
+
+    @staticmethod
+    def wants_csv(request: Request) -> bool:
+        return request.accepted_renderer.format == "csv"
+
+
+class AnalyticsRequestsApi(AnalyticsApi):
+    class Query(RangeQuery):
+        api_key = serializers.UUIDField(required=False, help_text="Only this key's requests.")
+        model = serializers.CharField(required=False, max_length=120)
+        provider = serializers.CharField(required=False, max_length=40)
+        status = _choice([s.value for s in TraceStatus], required=False)
+        error_code = serializers.CharField(
+            required=False, max_length=40, help_text="e.g. rate_limit_exceeded, loop_detected."
+        )
+        group_by = _choice(["hour", "day", "model", "key", "provider"], default="day")
+        limit = serializers.IntegerField(min_value=1, max_value=MAX_PAGE, default=DEFAULT_PAGE)
+        cursor = CursorField(required=False)
+
+    @extend_schema_serializer(component_name="AnalyticsRequests")
+    class Output(serializers.Serializer):
+        @extend_schema_serializer(component_name="UsageAggregates")
+        class Aggregates(serializers.Serializer):
+            group_by = serializers.CharField()
+            data = GroupOutput(many=True)
+
+        object = serializers.CharField(default="analytics.requests")
+        start = serializers.DateTimeField()
+        end = serializers.DateTimeField()
+        data = TraceOutput(many=True, help_text="This page of traces, newest first.")
+        has_more = serializers.BooleanField()
+        next = serializers.URLField(allow_null=True, help_text="The next page, or null.")
+        summary = StatsOutput(help_text="The whole range (api_key, model, provider filters).")
+        aggregates = Aggregates()
+
+    @extend_schema(
+        operation_id="analytics_requests",
+        tags=["analytics"],
+        summary="Requests: traces and aggregates",
+        description=(
+            "A page of the organisation's traces (newest first, filtered), the summary of "
+            "the range, and aggregates grouped by hour, day, model, key or provider: "
+            "requests, errors, error rate, p50/p95 latency, tokens, EUR cost. Aggregates "
+            "come from hourly and daily rollups refreshed every minute; they honour the "
+            "range, `api_key`, `model` and `provider`, not `status` or `error_code` (which "
+            "filter the traces). Percentiles are estimated within latency histogram "
+            "buckets. `?format=csv` returns the page of traces as CSV (with a "
+            '`Link: <…>; rel="next"` header). '
+            "Starter tier and above."
+        ),
+        parameters=[Query, FORMAT_PARAMETER],
+        responses={
+            (200, JSON): Output,
+            (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="Traces, CSV."),
+            **ERRORS,
+        },
+        examples=[
+            OpenApiExample(
+                "Daily aggregates",
+                response_only=True,
+                media_type=JSON,
+                value={
+                    "object": "analytics.requests",
+                    "start": "2025-03-01T00:00:00Z",
+                    "end": "2025-03-08T00:00:00Z",
+                    "data": [],
+                    "has_more": False,
+                    "next": None,
+                    "summary": {
+                        "requests": 1200,
+                        "errors": 12,
+                        "blocked": 3,
+                        "error_rate": 0.01,
+                        "prompt_tokens": 240000,
+                        "completion_tokens": 96000,
+                        "tokens": 336000,
+                        "cost_eur": "0.84000000",
+                        "p50_ms": 640,
+                        "p95_ms": 1890,
+                    },
+                    "aggregates": {"group_by": "day", "data": []},
+                },
+            )
+        ],
+    )
+    def get(self, request: Request) -> Response:
+        query = validated(self.Query, self.query(request))
+        traces = analytics.trace_list(organization=self.organization, filters=query)
+        if "cursor" in query:
+            created_at, trace_id = query["cursor"]
+            traces = analytics.trace_page_after(traces, created_at=created_at, trace_id=trace_id)
+        page = list(traces[: query["limit"] + 1])
+        has_more = len(page) > query["limit"]
+        page = page[: query["limit"]]
+        next_url = self._next_url(request, query, page[-1]) if has_more else None
+        data = TraceOutput(page, many=True).data
+        if self.wants_csv(request):
+            link = {"Link": f'<{next_url}>; rel="next"'} if next_url else {}
+            header = list(TraceOutput.Meta.fields)
+            return csv_response(data, header, "aqta-requests.csv", **link)
+        usage = analytics.usage_aggregates(
+            organization=self.organization,
+            start=query["start"],
+            end=query["end"],
+            group_by=query["group_by"],
+            api_key_id=query.get("api_key"),
+            model=query.get("model"),
+            provider=query.get("provider"),
+        )
+        body = {
+            "object": "analytics.requests",
+            "start": query["start"],
+            "end": query["end"],
+            "data": data,
+            "has_more": has_more,
+            "next": next_url,
+            "summary": StatsOutput(usage["total"]).data,
+            "aggregates": {
+                "group_by": query["group_by"],
+                "data": GroupOutput(usage["groups"], many=True).data,
+            },
+        }
+        return Response(body)
+
+    @staticmethod
+    def _next_url(request: Request, query: dict, last: Trace) -> str:
+        # The range is pinned, so "now" moving on does not shift the pages.
+        url = request.build_absolute_uri()
+        url = replace_query_param(url, "start", query["start"].isoformat())
+        url = replace_query_param(url, "end", query["end"].isoformat())
+        return replace_query_param(url, "cursor", CursorField.encode(last))
+
+
+class AnalyticsCostsApi(AnalyticsApi):
+    class Query(RangeQuery):
+        group_by = _choice(["day", "model", "key", "provider"], default="day")
+
+        def default_start(self, end: datetime) -> datetime:
+            """The start of the month the range ends in (this month, by default)."""
+            last = end - timedelta(microseconds=1)
+            return analytics.instant(date(last.year, last.month, 1))
+
+    @extend_schema_serializer(component_name="AnalyticsCosts")
+    class Output(serializers.Serializer):
+        @extend_schema_serializer(component_name="CostTotal")
+        class Total(serializers.Serializer):
+            requests = serializers.IntegerField()
+            errors = serializers.IntegerField()
+            tokens = serializers.IntegerField()
+            cost_eur = serializers.DecimalField(max_digits=18, decimal_places=8)
+
+        object = serializers.CharField(default="analytics.costs")
+        currency = serializers.CharField(default="EUR")
+        start = serializers.DateTimeField()
+        end = serializers.DateTimeField()
+        group_by = serializers.CharField()
+        total = Total()
+        data = CostRowOutput(many=True)
+        month = MonthOutput(help_text="This calendar month against quota and budget.")
+
+    @extend_schema(
+        operation_id="analytics_costs",
+        tags=["analytics"],
+        summary="Costs in EUR, month-to-date and projection",
+        description=(
+            "EUR cost (with requests, errors and tokens) grouped by day, model, key or "
+            "provider over the range (default: this month so far), plus this calendar "
+            "month against the quota and the EUR budget, projected linearly to its end. "
+            "Served from the rollups. `?format=csv` returns the grouped rows as CSV. "
+            "Starter tier and above."
+        ),
+        parameters=[Query, FORMAT_PARAMETER],
+        responses={
+            (200, JSON): Output,
+            (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="Rows, CSV."),
+            **ERRORS,
+        },
+        examples=[
+            OpenApiExample(
+                "By model",
+                response_only=True,
+                media_type=JSON,
+                value={
+                    "object": "analytics.costs",
+                    "currency": "EUR",
+                    "start": "2025-03-01T00:00:00Z",
+                    "end": "2025-03-15T12:00:00Z",
+                    "group_by": "model",
+                    "total": {"requests": 900, "errors": 4, "tokens": 250000, "cost_eur": "1.2"},
+                    "data": [
+                        {
+                            "key": "gpt-4o",
+                            "label": "GPT-4o",
+                            "requests": 300,
+                            "errors": 1,
+                            "tokens": 90000,
+                            "cost_eur": "1.10000000",
+                        }
+                    ],
+                    "month": {
+                        "month": "2025-03",
+                        "requests": 896,
+                        "quota": 100000,
+                        "cost_eur": "1.20000000",
+                        "budget_eur": "50.00",
+                        "projected_cost_eur": "2.48",
+                        "projected_requests": 1851,
+                        "rate_limit_per_minute": 100,
+                    },
+                },
+            )
+        ],
+    )
+    def get(self, request: Request) -> Response:
+        query = validated(self.Query, self.query(request))
+        rows = analytics.usage_by(
+            organization=self.organization,
+            start=query["start"],
+            end=query["end"],
+            dimension=query["group_by"],
+        )
+        data = CostRowOutput(rows, many=True).data
+        if self.wants_csv(request):
+            return csv_response(data, list(CostRowOutput().fields), "aqta-costs.csv")
+        total = {name: sum(row[name] for row in rows) for name in ("requests", "errors", "tokens")}
+        total["cost_eur"] = sum(row["cost_eur"] for row in rows)
+        body = {
+            "object": "analytics.costs",
+            "currency": "EUR",
+            "start": query["start"],
+            "end": query["end"],
+            "group_by": query["group_by"],
+            "total": self.Output.Total(total).data,
+            "data": data,
+            "month": MonthOutput(analytics.month_status(organization=self.organization)).data,
+        }
+        return Response(body)
