@@ -54,6 +54,9 @@ ORG_SLUG = "demo"
 ORG_BUDGET_EUR = 1_000_000
 BENCH_RATE_LIMIT = 10_000_000
 MODEL = "gpt-4o-mini"
+ANTHROPIC_MODEL = "claude-3-haiku-20240307"  # routed through gateway/providers/anthropic.py
+ANTHROPIC_VERSION = "2023-06-01"
+ANTHROPIC_MAX_TOKENS = 4096  # what the gateway sends for this model (its max_output_tokens)
 CHUNKS = 20
 WORKERS = 2
 REQUEST_TIMEOUT = 30.0
@@ -72,8 +75,10 @@ GOAL_CPU_JSON_MS = 1.0
 GOAL_CPU_STREAM_MS = 2.0
 GOAL_ADDED_P50_MS = 1.5
 GOAL_RSS_MB = 150.0
+GOAL_ANTHROPIC_STREAM_RATIO = 2.0  # gateway CPU per Anthropic-translated stream (F) / E
 
 Target = Literal["mock", "gateway"]
+Protocol = Literal["openai", "anthropic"]  # what the load generator speaks
 
 
 # Start-up and shutdown chatter of uvicorn, the mock and run_flusher; other log lines are reported.
@@ -101,19 +106,51 @@ class Scenario:
     stream: bool
     concurrency: int
     n: int
+    model: str = MODEL
+    protocol: Protocol = "openai"
+    provider: str | None = None  # the gateway's answers must name it in aqta.provider
 
 
 def scenarios_for(quick: bool) -> list[Scenario]:
     def n(full: int, small: int) -> int:
         return small if quick else full
 
+    openai = {"provider": "openai"}
+    anthropic: dict[str, Any] = {"model": ANTHROPIC_MODEL, "provider": "anthropic"}
     return [
         Scenario("A", "A", "A. mock direct, JSON, 10 clients", "mock", False, 10, n(3000, 300)),
-        Scenario("B", "B", "B. gateway, JSON, 10 clients", "gateway", False, 10, n(3000, 300)),
+        Scenario(
+            "B", "B", "B. gateway, JSON, 10 clients", "gateway", False, 10, n(3000, 300), **openai
+        ),
         Scenario("C0", "C", "C. mock direct, JSON, 1 client", "mock", False, 1, n(500, 100)),
-        Scenario("C", "C", "C. gateway, JSON, 1 client", "gateway", False, 1, n(500, 100)),
+        Scenario(
+            "C", "C", "C. gateway, JSON, 1 client", "gateway", False, 1, n(500, 100), **openai
+        ),
         Scenario("D", "D", "D. mock direct, stream, 10 clients", "mock", True, 10, n(1000, 100)),
-        Scenario("E", "E", "E. gateway, stream, 10 clients", "gateway", True, 10, n(1000, 100)),
+        Scenario(
+            "E", "E", "E. gateway, stream, 10 clients", "gateway", True, 10, n(1000, 100), **openai
+        ),
+        Scenario(
+            "F",
+            "F",
+            "F. gateway, stream via Anthropic, 10 clients",
+            "gateway",
+            True,
+            10,
+            n(1000, 100),
+            **anthropic,
+        ),
+        Scenario(
+            "G",
+            "G",
+            "G. mock direct, Anthropic stream, 10 clients",
+            "mock",
+            True,
+            10,
+            n(1000, 100),
+            model=ANTHROPIC_MODEL,
+            protocol="anthropic",
+        ),
     ]
 
 
@@ -207,13 +244,28 @@ class Bodies:
     def __init__(self) -> None:
         self.count = 0
 
-    def next(self, stream: bool, usage: bool) -> bytes:
+    def next(self, scenario: Scenario, usage: bool) -> bytes:
         self.count += 1
-        body: dict = {
-            "model": MODEL,
+        system = "You are a terse assistant."
+        user = f"Bench {NONCE} request {self.count}: say hello."
+        stream = scenario.stream
+        body: dict
+        if scenario.protocol == "anthropic":
+            # What the gateway's Anthropic adapter sends for the OpenAI body below.
+            body = {
+                "model": scenario.model,
+                "max_tokens": ANTHROPIC_MAX_TOKENS,
+                "messages": [{"role": "user", "content": [{"type": "text", "text": user}]}],
+                "system": [{"type": "text", "text": system}],
+            }
+            if stream:
+                body["stream"] = True
+            return orjson.dumps(body)
+        body = {
+            "model": scenario.model,
             "messages": [
-                {"role": "system", "content": "You are a terse assistant."},
-                {"role": "user", "content": f"Bench {NONCE} request {self.count}: say hello."},
+                {"role": "system", "content": system},
+                {"role": "user", "content": user},
             ],
         }
         if stream:
@@ -233,6 +285,12 @@ async def load(
 ) -> Outcome:
     outcome = Outcome(n=n)
     headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+    if scenario.protocol == "anthropic":
+        headers = {
+            "x-api-key": api_key,
+            "anthropic-version": ANTHROPIC_VERSION,
+            "Content-Type": "application/json",
+        }
     gateway = scenario.target == "gateway"
     # Behind the gateway the mock is asked for usage (the gateway forces it); ask the same of it
     # directly. Clients of the gateway use the SDK default (no stream_options).
@@ -240,17 +298,17 @@ async def load(
     left = n
 
     async def one() -> None:
-        body = bodies.next(scenario.stream, usage)
+        body = bodies.next(scenario, usage)
         outcome.sent += 1
         started = time.perf_counter()
         try:
             async with session.post(url, data=body, headers=headers) as response:
                 if scenario.stream:
-                    ttfb = await read_stream(response, started, gateway, outcome)
+                    ttfb = await read_stream(response, started, scenario, outcome)
                     if ttfb is None:
                         return
                     outcome.ttfbs.append(ttfb)
-                elif not await read_json(response, gateway, outcome):
+                elif not await read_json(response, scenario, outcome):
                     return
         except (aiohttp.ClientError, TimeoutError) as error:
             outcome.fail(f"client error {type(error).__name__}", repr(error))
@@ -271,12 +329,25 @@ async def load(
 
 def _error_reason(status: int, raw: bytes) -> str:
     code = ""
-    with contextlib.suppress(orjson.JSONDecodeError, AttributeError, TypeError):
-        code = orjson.loads(raw)["error"]["code"] or ""
+    with contextlib.suppress(orjson.JSONDecodeError, AttributeError, TypeError, KeyError):
+        error = orjson.loads(raw)["error"]
+        code = error.get("code") or error.get("type") or ""  # OpenAI's code, Anthropic's type
     return f"HTTP {status} {code}".strip()
 
 
-async def read_json(response: aiohttp.ClientResponse, gateway: bool, outcome: Outcome) -> bool:
+def _aqta_problem(body: dict, scenario: Scenario) -> str | None:
+    """Behind the gateway: why the ``aqta`` object is missing or wrong, or None."""
+    if scenario.target != "gateway":
+        return None
+    aqta = body.get("aqta")
+    if not isinstance(aqta, dict):
+        return "no aqta object"
+    if scenario.provider is not None and aqta.get("provider") != scenario.provider:
+        return f"aqta.provider is not {scenario.provider}"
+    return None
+
+
+async def read_json(response: aiohttp.ClientResponse, scenario: Scenario, outcome: Outcome) -> bool:
     raw = await response.read()
     if response.status != 200:
         outcome.fail(_error_reason(response.status, raw), raw.decode(errors="replace"))
@@ -289,14 +360,14 @@ async def read_json(response: aiohttp.ClientResponse, gateway: bool, outcome: Ou
     if not isinstance(body, dict) or not body.get("choices"):
         outcome.fail("no choices", raw.decode(errors="replace"))
         return False
-    if gateway and not isinstance(body.get("aqta"), dict):
-        outcome.fail("no aqta object", raw.decode(errors="replace"))
+    if (problem := _aqta_problem(body, scenario)) is not None:
+        outcome.fail(problem, raw.decode(errors="replace"))
         return False
     return True
 
 
 async def read_stream(
-    response: aiohttp.ClientResponse, started: float, gateway: bool, outcome: Outcome
+    response: aiohttp.ClientResponse, started: float, scenario: Scenario, outcome: Outcome
 ) -> float | None:
     """Consume the whole SSE stream; the time to the first data event, or None on failure."""
     if response.status != 200:
@@ -311,6 +382,12 @@ async def read_stream(
         received += data
     events = bytes(received).replace(b"\r\n", b"\n").strip().split(b"\n\n")
     text = bytes(received[-600:]).decode(errors="replace")
+    if scenario.protocol == "anthropic":
+        problem = anthropic_stream_problem(events)
+        if problem is not None:
+            outcome.fail(problem, text)
+            return None
+        return ttfb
     if len(events) < 2 or events[-1] != b"data: [DONE]":
         outcome.fail("stream without [DONE]", text)
         return None
@@ -325,10 +402,26 @@ async def read_stream(
     if not isinstance(chunk, dict) or chunk.get("choices") != []:
         outcome.fail("last chunk has choices or is unreadable", text)
         return None
-    if gateway and not isinstance(chunk.get("aqta"), dict):
-        outcome.fail("last chunk without aqta", text)
+    if (problem := _aqta_problem(chunk, scenario)) is not None:
+        outcome.fail(f"last chunk: {problem}", text)
         return None
     return ttfb
+
+
+def anthropic_stream_problem(events: list[bytes]) -> str | None:
+    """An Anthropic Messages stream (mock direct): message_start, CHUNKS text deltas, message_stop;
+    what is wrong with it, or None."""
+    names = [event.split(b"\n", 1)[0] for event in events]
+    if not names or names[0] != b"event: message_start":
+        return "stream without message_start"
+    if names[-1] != b"event: message_stop":
+        return "stream without message_stop"
+    deltas = names.count(b"event: content_block_delta")
+    if deltas != CHUNKS:
+        return f"stream with {deltas} content deltas, not {CHUNKS}"
+    if b"event: error" in names:
+        return "stream with an error event"
+    return None
 
 
 # --- processes -----------------------------------------------------------------------------------
@@ -669,6 +762,9 @@ def aqta_env(mock_port: int, logs: Path, flush_in_workers: bool) -> dict[str, st
         LOG_LEVEL="WARNING",
         OPENAI_BASE_URL=f"http://{HOST}:{mock_port}/v1",
         OPENAI_API_KEY="mock",
+        # The mock speaks Anthropic's Messages API at its root (the adapter adds /v1/messages).
+        ANTHROPIC_BASE_URL=f"http://{HOST}:{mock_port}",
+        ANTHROPIC_API_KEY="mock",
         # As `manage.py serve` and deployments run it: metrics in multiprocess mode.
         PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
         # Production: a `manage.py run_flusher` process writes the traces, not the workers.
@@ -1004,7 +1100,10 @@ async def bench(args: argparse.Namespace, logs: Path) -> Run:
             logs,
         )
         servers.append(gateway)
-        mock_url = f"http://{HOST}:{mock_port}/v1/chat/completions"
+        mock_urls = {
+            "openai": f"http://{HOST}:{mock_port}/v1/chat/completions",
+            "anthropic": f"http://{HOST}:{mock_port}/v1/messages",
+        }
         gateway_url = f"http://{HOST}:{gateway_port}/v1/chat/completions"
         await wait_ready(mock, f"http://{HOST}:{mock_port}/v1/models", "mock")
         await wait_ready(gateway, f"http://{HOST}:{gateway_port}/v1/models", api_key, WORKERS)
@@ -1033,7 +1132,7 @@ async def bench(args: argparse.Namespace, logs: Path) -> Run:
             on_gateway = scenario.target == "gateway"
             result = await run_scenario(
                 scenario,
-                gateway_url if on_gateway else mock_url,
+                gateway_url if on_gateway else mock_urls[scenario.protocol],
                 api_key if on_gateway else "mock",
                 stack,
             )
@@ -1145,6 +1244,7 @@ def report(run: Run, args: argparse.Namespace) -> tuple[str, bool]:
                 f"({_num(result.flusher_cpu_ms, 2)} {unit} of it in run_flusher)"
             )
         lines.append(line)
+    lines.append(anthropic_goal(by_key.get("F"), e))
     shape = (
         "The gateway workers write the traces themselves (`--flush-in-workers`): their CPU "
         "includes the PostgreSQL writes."
@@ -1261,10 +1361,34 @@ def report(run: Run, args: argparse.Namespace) -> tuple[str, bool]:
     return "\n".join(lines) + "\n", clean
 
 
+def anthropic_goal(f: Result | None, e: Result | None) -> str:
+    """The goal line F ≤ 2 E: the Anthropic translation costs at most twice the pass-through."""
+    name = (
+        "gateway CPU per Anthropic-translated stream within 2\u00d7 of the OpenAI pass-through "
+        "stream (F ≤ 2 \u00d7 E)"
+    )
+    if f is None or e is None or f.server_cpu_ms is None or not e.server_cpu_ms:
+        return f"- {name}: n/a (needs F and E)"
+    ratio = f.server_cpu_ms / e.server_cpu_ms
+    verdict = "**pass**" if ratio <= GOAL_ANTHROPIC_STREAM_RATIO else "**MISS**"
+    line = (
+        f"- {name}: F {_num(f.server_cpu_ms, 2)} ms, E {_num(e.server_cpu_ms, 2)} ms, "
+        f"F/E {ratio:.2f} (goal ≤ {GOAL_ANTHROPIC_STREAM_RATIO}): {verdict}"
+    )
+    if f.total_cpu_ms is not None and e.total_cpu_ms and f.flusher_cpu_ms is not None:
+        line += (
+            f"; with the flusher process F {_num(f.total_cpu_ms, 2)} ms, "
+            f"E {_num(e.total_cpu_ms, 2)} ms, F/E {f.total_cpu_ms / e.total_cpu_ms:.2f}"
+        )
+    return line
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small N: a smoke run")
-    parser.add_argument("--only", default="A,B,C,D,E", help="scenarios, e.g. B,E (C = both C rows)")
+    parser.add_argument(
+        "--only", default="A,B,C,D,E,F,G", help="scenarios, e.g. B,E (C = both C rows)"
+    )
     parser.add_argument(
         "--flush-in-workers",
         action="store_true",
@@ -1274,13 +1398,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="py-spy record one gateway worker during the gateway scenarios (needs py-spy)",
+        help="py-spy record one gateway worker (and the flusher) during the gateway scenarios"
+        " (needs py-spy)",
     )
     args = parser.parse_args(argv)
     args.only = {part.strip().upper() for part in args.only.split(",") if part.strip()}
-    unknown = args.only - set("ABCDE")
+    unknown = args.only - set("ABCDEFG")
     if unknown or not args.only:
-        parser.error(f"--only takes letters A to E, not {','.join(sorted(unknown)) or 'nothing'}")
+        parser.error(f"--only takes letters A to G, not {','.join(sorted(unknown)) or 'nothing'}")
     return args
 
 
