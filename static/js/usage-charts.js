@@ -53,7 +53,10 @@
         { label: "Errors", data: data.errors, backgroundColor: palette[3] },
       ],
     },
-    options: common,
+    // Requests are whole numbers: no 0.2, 0.4 … ticks.
+    options: Object.assign({}, common, {
+      scales: { y: { beginAtZero: true, ticks: { precision: 0 } } },
+    }),
   });
 
   draw("chart-tokens", {
@@ -66,7 +69,7 @@
       ],
     },
     options: Object.assign({}, common, {
-      scales: { x: { stacked: true }, y: { stacked: true, beginAtZero: true } },
+      scales: { x: { stacked: true }, y: { stacked: true, beginAtZero: true, ticks: { precision: 0 } } },
     }),
   });
 
