@@ -30,7 +30,8 @@ from django.db import connection
 from gateway.mock_provider import MockConfig, MockServer
 
 ROOT = Path(__file__).resolve().parents[2]
-LOCAL_REDIS = "redis://127.0.0.1:6379/12"
+# A db index of the tests' own; AQTA_TEST_REDIS_URL moves it (parallel checkouts).
+LOCAL_REDIS = os.environ.get("AQTA_TEST_REDIS_URL", "redis://127.0.0.1:6379/12")
 
 
 def _free_port() -> int:
