@@ -14,7 +14,7 @@ from django.db.models import QuerySet
 
 from accounts.models import Membership, Organization
 from aqta.errors import not_found
-from gateway import analytics, crypto
+from gateway import analytics, crypto, trace_ids
 from gateway.models import Trace, TraceContent
 
 # Period: (heading, selector label, hours or days covered including the current one, bucket).
@@ -109,11 +109,11 @@ def membership_of(*, organization: Organization, membership_id: int) -> Membersh
 
 
 def trace_get(*, organization: Organization, trace_id: str | uuid.UUID) -> Trace:
-    """A trace of ``organization``; another organisation's id (or a malformed one) is a 404."""
-    try:
-        pk = uuid.UUID(str(trace_id))
-    except ValueError:
-        raise not_found("No such trace.") from None
+    """A trace of ``organization`` by its id in any spelling (``tr_…``, a UUID); another
+    organisation's id (or a malformed one) is a 404."""
+    pk = trace_ids.parse(trace_id)
+    if pk is None:
+        raise not_found("No such trace.")
     trace = Trace.objects.filter(organization=organization, pk=pk).select_related("api_key").first()
     if trace is None:
         raise not_found("No such trace.")

@@ -15,7 +15,7 @@ from redis.exceptions import RedisError
 from aqta import redis as aqta_redis
 from aqta.admin import ReadOnlyAdmin
 from billing.models import LanguageModel
-from gateway import crypto
+from gateway import crypto, trace_ids
 from gateway.models import (
     GatewayEvent,
     ModelDeployment,
@@ -243,6 +243,13 @@ class TraceAdmin(ReadOnlyAdmin):
     search_fields = ["id", "model", "organization__name", "error_code"]
     list_select_related = ["organization"]
     date_hierarchy = "created_at"
+
+    def get_search_results(self, request, queryset, search_term):
+        # Ids are shown as tr_<hex>; the database's text form has neither prefix nor dashes.
+        parsed = trace_ids.parse(search_term)
+        if parsed is not None:
+            return queryset.filter(pk=parsed), False
+        return super().get_search_results(request, queryset, search_term)
 
 
 @admin.register(UsageCounter)

@@ -230,6 +230,7 @@ class GroupOutput(KeyLabelOutput, StatsOutput):
 
 @extend_schema_serializer(component_name="Trace")
 class TraceOutput(serializers.ModelSerializer):
+    id = serializers.CharField(source="public_id", help_text="tr_ + 32 hex digits.")
     api_key = serializers.UUIDField(source="api_key_id", allow_null=True)
 
     class Meta:

@@ -11,6 +11,7 @@ import uuid
 from django.db import models
 
 from billing.models import Provider
+from gateway import trace_ids
 
 
 class ProviderEndpoint(models.Model):
@@ -66,10 +67,22 @@ class TraceStatus(models.TextChoices):
     PASSED = "passed", "Passed"
     SUPPRESSED = "suppressed", "Suppressed (loop guard)"
     BLOCKED = "blocked", "Blocked"
+    # Failed inside the gateway (answered 500): consumed no quota, no budget, no rate slot.
+    ERROR = "error", "Gateway error"
+
+
+class TraceIdField(models.UUIDField):
+    """A UUID that also takes the public ``tr_<hex>`` spelling, so every lookup (ORM
+    filters, the admin's search, URLs) accepts the id as users see it."""
+
+    def to_python(self, value):
+        if isinstance(value, str) and value[:3].lower() == trace_ids.PREFIX:
+            value = value[3:]
+        return super().to_python(value)
 
 
 class Trace(models.Model):
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    id = TraceIdField(primary_key=True, default=uuid.uuid4, editable=False)
     created_at = models.DateTimeField(db_index=True)
     organization = models.ForeignKey(
         "accounts.Organization", on_delete=models.CASCADE, related_name="traces"
@@ -101,7 +114,12 @@ class Trace(models.Model):
         indexes = [models.Index(fields=["organization", "-created_at"])]
 
     def __str__(self) -> str:
-        return f"{self.id} {self.model} {self.status}"
+        return f"{self.public_id} {self.model} {self.status}"
+
+    @property
+    def public_id(self) -> str:
+        """The id as users see it: ``tr_`` + 32 hex digits."""
+        return trace_ids.public(self.id)
 
 
 class TraceContent(models.Model):

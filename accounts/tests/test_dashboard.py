@@ -330,7 +330,7 @@ def test_traces_are_listed_filtered_and_paged(client, org, api_key):
 
     only = client.get(reverse("dashboard:traces"), {"error_code": "budget_exceeded"})
     assert _text(only).count('data-testid="trace-row"') == 1
-    assert str(blocked.pk) in _text(only)
+    assert blocked.public_id in _text(only)
     by_key = client.get(reverse("dashboard:traces"), {"api_key": str(api_key[0].pk)})
     assert _text(by_key).count('data-testid="trace-row"') == views.TRACES_PER_PAGE
 
@@ -386,6 +386,18 @@ def test_a_trace_without_stored_content_says_so(client, org):
 def test_another_organisations_trace_is_not_found(client, other_org):
     theirs = _trace(other_org)
     assert client.get(reverse("dashboard:trace-detail", args=[theirs.pk])).status_code == 404
+    assert client.get(f"/dashboard/traces/{theirs.public_id}/").status_code == 404
+
+
+def test_a_trace_is_found_by_its_id_in_every_spelling(client, org):
+    trace = _trace(org)
+    spellings = (trace.public_id, str(trace.pk), trace.pk.hex, trace.public_id.upper())
+    for spelling in spellings:
+        response = client.get(f"/dashboard/traces/{spelling}/")
+        assert response.status_code == 200, spelling
+        assert trace.public_id in _text(response)
+    for bad in ("tr_nothex", "tr_", "12345", trace.public_id + "0"):
+        assert client.get(f"/dashboard/traces/{bad}/").status_code == 404, bad
 
 
 # --- settings ----------------------------------------------------------------------------

@@ -77,7 +77,7 @@ def test_requests_lists_traces_newest_first_with_aggregates(key_client, traffic)
 
     assert response.status_code == 200
     body = response.json()
-    assert [t["id"] for t in body["data"]] == [str(t.id) for t in traffic]
+    assert [t["id"] for t in body["data"]] == ["tr_" + t.id.hex for t in traffic]
     assert body["data"][1]["cost_eur"] == "0.02000000" and body["has_more"] is False
     summary = body["summary"]
     assert summary["requests"] == 6 and summary["errors"] == 2 and summary["blocked"] == 1
@@ -122,7 +122,7 @@ def test_requests_are_paginated_with_a_cursor(key_client, traffic):
 
     assert second["has_more"] is False and second["next"] is None
     ids = [t["id"] for t in first["data"] + second["data"]]
-    assert ids == [str(t.id) for t in traffic]
+    assert ids == ["tr_" + t.id.hex for t in traffic]
     query = parse_qs(urlsplit(first["next"]).query)
     assert {"start", "end", "cursor", "limit"} <= set(query)
 
@@ -289,7 +289,7 @@ def test_requests_as_csv_are_the_page_of_traces(key_client, traffic):
     assert "attachment" in response["Content-Disposition"]
     header, *rows = _rows(response)
     assert header[:4] == ["id", "created_at", "api_key", "model"]
-    assert [row[0] for row in rows] == [str(t.id) for t in traffic[:4]]
+    assert [row[0] for row in rows] == ["tr_" + t.id.hex for t in traffic[:4]]
     assert 'rel="next"' in response["Link"] and "format=csv" in response["Link"]
 
 
