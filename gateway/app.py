@@ -9,12 +9,11 @@ settlement and the trace record in one pipeline. No database access on this path
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
-import itertools
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -33,8 +32,10 @@ from gateway.breaker import Breaker
 from gateway.catalog import Catalog, Deployment, ModelEntry, catalog_load
 from gateway.keycache import KeyCache
 from gateway.providers import adapter_for
-from gateway.providers.base import Provider, StreamState
+from gateway.providers.base import Provider, StreamState, openai_usage
 from gateway.responsecache import ResponseCache
+from gateway.stream_tail import StreamTail
+from gateway.trace_ids import TraceIds
 from gateway.traces import LocalBuffer, RedisBuffer
 from gateway.upstream import open_response, provider_error, provider_timeout, session_create
 
@@ -89,16 +90,23 @@ class Call:
     cost_prevented: Decimal = Decimal(0)
     deployments: list[Deployment] = field(default_factory=list)
     deployment: Deployment | None = None
+    response_started: bool = False
+    finished: bool = False
 
     def headers(self) -> list[tuple[bytes, bytes]]:
+        trace_id = self.trace_id.encode()
+        # OpenAI's SDKs expose x-request-id as ``response._request_id``.
+        ids = [(b"x-aqta-trace-id", trace_id), (b"x-request-id", trace_id)]
         admission = self.admission
         if admission is not None:
             limit, remaining, reset = admission.limit, admission.remaining, admission.reset
-        else:  # answered before admission: nothing was counted
-            limit = remaining = self.record.rate_limit_per_minute if self.record else 0
+        elif self.record is not None:  # answered before admission: nothing was counted
+            limit = remaining = self.record.rate_limit_per_minute
             reset = 60
+        else:  # no key involved (unknown endpoint, bad method, bad key): no limit to show
+            return ids
         return [
-            (b"x-aqta-trace-id", self.trace_id.encode()),
+            *ids,
             (b"x-ratelimit-limit", str(limit).encode()),
             (b"x-ratelimit-remaining", str(max(remaining, 0)).encode()),
             (b"x-ratelimit-reset", str(reset).encode()),
@@ -107,29 +115,13 @@ class Call:
     def aqta(self) -> dict:
         return {
             "trace_id": self.trace_id,
-            "cost_eur": str(self.cost_eur),
+            # A JSON number, as documented; the trace keeps the exact Decimal.
+            "cost_eur": float(self.cost_eur),
             "provider": self.provider,
             "status": self.status,
             "cached": self.cached,
             "loop_detected": self.loop_detected,
         }
-
-
-class TraceIds:
-    """Trace ids without a system call per request: 80 random bits per process plus a
-    counter, as 32 hex digits (a valid UUID value, unique across workers and hosts)."""
-
-    def __init__(self) -> None:
-        self.reset()
-        # A forked worker (e.g. a server that preloads the app) needs its own prefix.
-        os.register_at_fork(after_in_child=self.reset)
-
-    def reset(self) -> None:
-        self.prefix = os.urandom(10).hex()
-        self.counter = itertools.count()
-
-    def next(self) -> str:
-        return f"{self.prefix}{next(self.counter) & 0xFFFFFFFFFFFF:012x}"
 
 
 _ids = TraceIds()
@@ -217,9 +209,11 @@ class Gateway:
         if path in ("/v1/chat/completions", "/chat/completions"):
             if method == "POST":
                 return await self.chat(scope, receive, send)
+            allow = b"POST"
         elif path == "/v1/models" or path.startswith("/v1/models/"):
             if method == "GET":
                 return await self.models(scope, send, path[len("/v1/models/") :] or None)
+            allow = b"GET"
         else:
             return await self.reply_error(
                 send,
@@ -230,6 +224,7 @@ class Gateway:
             send,
             _new_call(),
             AqtaError(f"{method} is not allowed here.", status=405, code="method_not_allowed"),
+            extra=((b"allow", allow),),
         )
 
     # --- common steps ------------------------------------------------------------------
@@ -249,15 +244,16 @@ class Gateway:
         allowed = record.allowed_models
         return not allowed or model.model_id in allowed or name in allowed
 
-    async def reply_error(self, send, call: Call, error: AqtaError) -> None:
+    async def reply_error(
+        self, send, call: Call, error: AqtaError, extra: tuple[tuple[bytes, bytes], ...] = ()
+    ) -> None:
         call.http_status = error.status
         call.error_code = error.code
         body = error.body()
         if call.record is not None:
             body["aqta"] = call.aqta()
-        await http.send_json(
-            send, error.status, orjson.dumps(body), call.headers() + http.error_headers(error)
-        )
+        headers = [*call.headers(), *http.error_headers(error), *extra]
+        await http.send_json(send, error.status, orjson.dumps(body), headers)
 
     # --- GET /v1/models ------------------------------------------------------------------
 
@@ -299,6 +295,31 @@ class Gateway:
     async def chat(self, scope, receive, send) -> None:
         call = _new_call()
         try:
+            await self._chat(scope, receive, send, call)
+        except Exception:
+            # A bug of ours, wherever it is: the client gets an OpenAI-shaped 500 naming
+            # the trace, and the call is recorded as an error that consumed nothing.
+            logger.exception("unexpected error", extra={"trace_id": call.trace_id})
+            call.status, call.policy = "error", ""
+            error = AqtaError(
+                f"The gateway could not handle this request (trace {call.trace_id}); "
+                "it was not counted against your limits.",
+                status=500,
+                code="internal_error",
+            )
+            with contextlib.suppress(Exception):
+                if call.response_started:  # mid-stream: end it with an error event
+                    body = b"data: " + orjson.dumps(error.body()) + b"\n\n"
+                    await send({"type": "http.response.body", "body": body})
+                else:
+                    await self.reply_error(send, call, error)
+            call.http_status, call.error_code = 500, error.code
+            if not call.finished:
+                with contextlib.suppress(Exception):
+                    await self.finish(call)
+
+    async def _chat(self, scope, receive, send, call: Call) -> None:
+        try:
             call.raw = await http.read_body(receive, settings.AQTA_MAX_REQUEST_BYTES)
             call.record = await self.authenticate(scope)
             call.body = self.parse(scope, call.raw)
@@ -317,21 +338,22 @@ class Gateway:
         watcher = asyncio.create_task(_watch_disconnect(receive, task, call))
         try:
             if use_cache and await self.answer_from_cache(send, call):
-                return
-            if call.stream:
+                pass
+            elif call.stream:
                 await self.proxy_stream(send, call)
             else:
                 await self.proxy_json(send, call, use_cache)
         except AqtaError as error:
             await self.reply_error(send, call, error)
         except asyncio.CancelledError:
-            if not call.disconnected:
+            if not call.disconnected:  # shutting down: still recorded
+                await self.finish(call)
                 raise
             task.uncancel()  # the client left; the call is still recorded and billed
             call.http_status, call.error_code = 499, "client_disconnected"
         finally:
             watcher.cancel()
-            await self.finish(call)
+        await self.finish(call)
 
     def parse(self, scope, raw: bytes) -> dict:
         content_type = http.header(scope, b"content-type")
@@ -574,6 +596,7 @@ class Gateway:
             model=call.body["model"],
             keep_text=call.record.content_logging,
         )
+        tail = StreamTail(state.include_usage)
         await send(
             {
                 "type": "http.response.start",
@@ -581,14 +604,16 @@ class Gateway:
                 "headers": [http.SSE, http.NO_CACHE, *call.headers()],
             }
         )
+        call.response_started = True
         try:
             try:
                 async for data in response.content.iter_any():
-                    await self._forward(send, call, state, adapter.translate_stream(data, state))
+                    events = adapter.translate_stream(data, state)
+                    await self._forward(send, call, state, tail, events)
                     if state.done or state.error:
                         break
                 else:  # the upstream body ended
-                    await self._forward(send, call, state, adapter.finish_stream(state))
+                    await self._forward(send, call, state, tail, adapter.finish_stream(state))
             except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError) as error:
                 logger.warning(
                     "upstream stream from %s broke: %s",
@@ -600,17 +625,15 @@ class Gateway:
             response.release()
             self._stream_usage(call, state)
         if state.done:
-            tail = _sse(
-                {
-                    "id": (state.first or {}).get("id", "chatcmpl-" + call.trace_id),
-                    "object": "chat.completion.chunk",
-                    "created": (state.first or {}).get("created", int(call.ts)),
-                    "model": (state.first or {}).get("model", call.body["model"]),
-                    "choices": [],
-                    "aqta": call.aqta(),
-                }
-            )
-            await send({"type": "http.response.body", "body": tail + b"data: [DONE]\n\n"})
+            first = state.first or {}
+            envelope = {
+                "id": first.get("id", "chatcmpl-" + call.trace_id[len("tr_") :]),
+                "object": "chat.completion.chunk",
+                "created": first.get("created", int(call.ts)),
+                "model": first.get("model", call.body["model"]),
+            }
+            end = tail.close(call.aqta(), envelope, openai_usage(call.usage))
+            await send({"type": "http.response.body", "body": end})
             return
         # Cut mid-way or an upstream error event: end with an error, never a fake [DONE].
         call.http_status, call.error_code = 502, "provider_error"
@@ -618,7 +641,7 @@ class Gateway:
         error = state.error or _sse(
             provider_error(call.provider, "the stream ended before it was complete").body()
         )
-        await send({"type": "http.response.body", "body": error})
+        await send({"type": "http.response.body", "body": tail.cut() + error})
 
     def _price(self, call: Call) -> None:
         """EUR cost of the usage; a per-request search fee defaults to the requested size."""
@@ -630,13 +653,18 @@ class Gateway:
                 call.usage = usage = dataclasses.replace(usage, search_context_size=size)
         call.cost_eur = self.catalog.cost_eur(call.model, usage, call.ts)
 
-    async def _forward(self, send, call: Call, state: StreamState, events: list[bytes]) -> None:
+    async def _forward(
+        self, send, call: Call, state: StreamState, tail: StreamTail, events: list[bytes]
+    ) -> None:
+        if not events:
+            return
+        if state.keep_text:
+            state.completion_text.extend(_delta_text(events))
+        events = tail.feed(events)
         if not events:
             return
         if call.ttfb_ms is None:
             call.ttfb_ms = _ms(call.started)
-        if state.keep_text:
-            state.completion_text.extend(_delta_text(events))
         await send({"type": "http.response.body", "body": b"".join(events), "more_body": True})
 
     def _stream_usage(self, call: Call, state: StreamState) -> None:
@@ -653,25 +681,36 @@ class Gateway:
     # --- bookkeeping ---------------------------------------------------------------------
 
     async def finish(self, call: Call) -> None:
-        """Settle the budget reservation and record the trace (one pipeline with Redis)."""
-        if call.record is None:
+        """Settle the budget reservation and record the trace (one pipeline with Redis).
+
+        A call that failed inside the gateway gives back everything admission took: its
+        rate-limit slot, its quota unit and its budget reservation."""
+        if call.record is None or call.finished:
             return
         if call.http_status >= 400 and call.status == "passed" and call.error_code:
             metrics.ERRORS.labels(call.error_code).inc()
+        if call.status == "error":
+            metrics.ERRORS.labels("internal_error").inc()
+            call.usage, call.cost_eur = Usage(), Decimal(0)
         record = self.trace_record(call)
         metrics.observe(call, record)
         actual = math.ceil(call.cost_eur * policy.EUR_UNITS)
+        refund = call.status == "error" and call.ask is not None
         try:
             if self.redis is not None:
                 async with self.redis.pipeline(transaction=False) as pipe:
-                    if call.ask is not None and call.ask.estimate != actual:
+                    if refund:
+                        policy.release_in_pipeline(pipe, call.ask, call.ts)
+                    elif call.ask is not None and call.ask.estimate != actual:
                         policy.settle_in_pipeline(
                             pipe, call.ask, call.ts, actual - call.ask.estimate
                         )
                     self.buffer.pipeline_add(pipe, record)
                     await pipe.execute()
             else:
-                if call.ask is not None:
+                if refund:
+                    await self.limiter.release(call.ask, call.ts)
+                elif call.ask is not None:
                     await self.limiter.settle(call.ask, call.ts, actual)
                 self.buffer.pipeline_add(None, record)
         except (RedisError, OSError):
@@ -681,10 +720,11 @@ class Gateway:
                 extra={"trace_id": call.trace_id},
             )
             self.buffer.add_local(record)
+        call.finished = True
 
     def trace_record(self, call: Call) -> dict:
         record = {
-            "id": call.trace_id,
+            "id": call.trace_id[len("tr_") :],  # the UUID's hex digits
             "ts": call.ts,
             "org_id": call.record.org_id,
             "key_id": call.record.key_id,

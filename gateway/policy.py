@@ -159,6 +159,17 @@ def settle_in_pipeline(pipe, ask: Ask, now: float, delta: int) -> None:
         pipe.expire(key, MONTH_TTL, nx=True)
 
 
+def release_in_pipeline(pipe, ask: Ask, now: float) -> None:
+    """Queue the return of what admitting ``ask`` took (for a call that failed inside the
+    gateway): its rate-limit slot, its quota unit and its budget reservation."""
+    rate, quota, org, key, _, _ = _keys(ask, month_tag(now))
+    pipe.zrem(rate, ask.request_id)
+    pipe.decr(quota)
+    if ask.estimate:
+        pipe.decrby(org, ask.estimate)
+        pipe.decrby(key, ask.estimate)
+
+
 class RedisLimiter:
     def __init__(self, client) -> None:
         self.client = client
@@ -249,6 +260,16 @@ class LocalLimiter:
         delta = actual - ask.estimate
         self.counters[org_key] = self.counters.get(org_key, 0) + delta
         self.counters[key_key] = self.counters.get(key_key, 0) + delta
+
+    async def release(self, ask: Ask, now: float) -> None:
+        rate, quota, org_key, key_key, _, _ = _keys(ask, month_tag(now))
+        log = self.logs.get(rate)
+        if log and now in log:
+            log.remove(now)
+        counters = self.counters
+        counters[quota] = max(counters.get(quota, 0) - 1, 0)
+        counters[org_key] = counters.get(org_key, 0) - ask.estimate
+        counters[key_key] = counters.get(key_key, 0) - ask.estimate
 
     async def usage(self, org_id: str, now: float) -> tuple[int, int]:
         month = month_tag(now)

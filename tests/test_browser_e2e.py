@@ -304,9 +304,11 @@ def _journey(live: LiveGateway, browser: Browser) -> None:
     assert reply.usage.completion_tokens == COMPLETION_TOKENS
     aqta = reply.model_extra["aqta"]
     assert aqta["status"] == "passed"
-    cost = Decimal(aqta["cost_eur"])
+    assert isinstance(aqta["cost_eur"], float)  # a JSON number, as documented
+    cost = Decimal(str(aqta["cost_eur"]))
     assert cost > 0
-    trace_id = str(uuid.UUID(aqta["trace_id"]))  # the pages spell it with dashes
+    trace_id = aqta["trace_id"]  # tr_ + 32 hex digits, as the pages spell it too
+    assert re.fullmatch(r"tr_[0-9a-f]{32}", trace_id)
 
     # Traces are written asynchronously; then summarise them, as the beat task would.
     trace = wait_for(lambda: Trace.objects.filter(pk=trace_id).first(), timeout=15)

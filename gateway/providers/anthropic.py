@@ -71,7 +71,7 @@ import orjson
 from aqta.errors import AqtaError, error_body
 from billing.pricing import Usage
 from gateway.catalog import Deployment
-from gateway.providers.base import StreamState, UpstreamRequest
+from gateway.providers.base import StreamState, UpstreamRequest, openai_usage
 
 API_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
@@ -157,7 +157,7 @@ class AnthropicProvider:
                     "finish_reason": _finish_reason(data.get("stop_reason"), bool(calls)),
                 }
             ],
-            "usage": _openai_usage(usage),
+            "usage": openai_usage(usage),
         }
         return completion, usage
 
@@ -539,15 +539,6 @@ def _usage(counts: dict) -> Usage:
     )
 
 
-def _openai_usage(usage: Usage) -> dict:
-    return {
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
-    }
-
-
 def _summary(error: dict) -> str:
     message = str(error.get("message") or "").strip()
     kind = str(error.get("type") or "").strip()
@@ -615,8 +606,6 @@ def _chunk(state: StreamState, delta: dict, finish_reason: str | None = None) ->
     if state.first is None:
         state.first = chunk
     state.chunks += 1
-    if state.keep_text and delta.get("content"):
-        state.completion_text.append(delta["content"])
     return b"data: " + orjson.dumps(chunk) + EVENT_END
 
 
@@ -706,11 +695,10 @@ def _on_message_stop(event: dict, state: StreamState) -> list[bytes]:
     if state.finish_reason is None:  # no message_delta came: still end with a finish reason
         state.finish_reason = "stop"
         out.append(_chunk(state, {}, "stop"))
-    if state.include_usage:
-        usage = _openai_usage(state.usage or Usage())
-        chunk = {**state.extra["envelope"], "choices": [], "usage": usage}
-        state.chunks += 1
-        out.append(b"data: " + orjson.dumps(chunk) + EVENT_END)
+    usage = openai_usage(state.usage or Usage())
+    chunk = {**state.extra["envelope"], "choices": [], "usage": usage}
+    state.chunks += 1
+    out.append(b"data: " + orjson.dumps(chunk) + EVENT_END)
     state.done = True
     return out
 

@@ -40,6 +40,16 @@ class StreamState:
     extra: dict[str, Any] = field(default_factory=dict)  # adapter-specific scratch space
 
 
+def openai_usage(usage: Usage) -> dict[str, Any]:
+    """OpenAI's ``usage`` object for our token counts."""
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
+    }
+
+
 class Provider(Protocol):
     name: str
 
@@ -59,7 +69,10 @@ class Provider(Protocol):
 
     def translate_stream(self, data: bytes, state: StreamState) -> list[bytes]:
         """Upstream SSE bytes (any chunking) → complete OpenAI SSE events to forward
-        (``data: {...}\\n\\n`` each, never ``[DONE]``). Sets ``state.usage`` (final totals),
+        (``data: {...}\\n\\n`` each, never ``[DONE]``), always ending with the usage
+        chunk (``"choices": []``) as OpenAI sends it with ``include_usage``: the gateway
+        holds the finish and usage chunks back and drops the latter unless it was asked
+        for (``gateway.stream_tail``). Sets ``state.usage`` (final totals),
         ``state.done`` when the upstream stream completed, ``state.error`` (an OpenAI
         ``data: {"error": ...}`` event) when the upstream reported an error mid-stream,
         ``state.first`` (the first translated chunk: its ``id``/``created``/``model``

@@ -687,7 +687,7 @@ class GeminiProvider:
 
     def finish_stream(self, state: StreamState) -> list[bytes]:
         """Gemini streams simply end: done if every candidate finished (else it was cut);
-        the usage chunk goes out here when the client asked for it."""
+        the usage chunk goes out here."""
         out: list[bytes] = []
         last, state.pending = _payload(state.pending.replace(b"\r\n", b"\n")), b""
         if last and state.error is None:  # a last event without its blank line
@@ -703,7 +703,7 @@ class GeminiProvider:
             # gateway does for streams that never reported usage.
             completion = max(state.usage.completion_tokens, state.chunks)
             state.usage = dataclasses.replace(state.usage, completion_tokens=completion)
-        if state.done and state.include_usage:
+        if state.done:
             usage = state.extra.get("usage") or _usage(None)[0]
             out.append(_sse({**_envelope(state, {}), "choices": [], "usage": usage}))
             state.chunks += 1
@@ -769,8 +769,6 @@ def _stream_chunk(response: dict, state: StreamState) -> list[bytes]:
         delta: dict[str, Any] = {} if index in started else {"role": "assistant"}
         if text:
             delta["content"] = text
-            if state.keep_text:
-                state.completion_text.append(text)
         if calls:
             first = calls_so_far.get(index, 0)
             calls_so_far[index] = first + len(calls)

@@ -1,8 +1,8 @@
 """OpenAI and OpenAI-compatible servers (vLLM, Ollama, LM Studio): a pass-through.
 
 Requests go upstream as sent, with the upstream model id and streamed usage forced on;
-answers come back byte for byte, except that the usage chunk is dropped when the client
-did not ask for it.
+answers come back byte for byte (the gateway drops the usage chunk when the client did not
+ask for it, see ``gateway.stream_tail``).
 """
 
 from __future__ import annotations
@@ -85,8 +85,6 @@ class OpenAIProvider:
                     break
                 if chunk.get("usage"):
                     state.usage = usage_from(chunk["usage"])
-                    if not chunk.get("choices") and not state.include_usage:
-                        continue
             state.chunks += 1
             out.append(b"data: " + payload + EVENT_END)
         return out

@@ -241,7 +241,7 @@ class PerplexityProvider:
         finish = scratch.get("finish") or {0: "stop"}
         choices = [_delta_choice(index, {}, reason) for index, reason in sorted(finish.items())]
         out = [self._chunk(state, choices, **scratch["extras"])]
-        if state.include_usage and "usage" in scratch:
+        if "usage" in scratch:
             size = _size(scratch["usage"], _hint(state))
             out.append(self._chunk(state, [], usage=_openai_usage(scratch["usage"], size)))
         return out

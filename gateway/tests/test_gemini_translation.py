@@ -17,10 +17,12 @@ import time_machine
 
 from aqta.errors import AqtaError
 from billing.pricing import Usage
+from gateway.app import _delta_text
 from gateway.catalog import Deployment, Endpoint
 from gateway.providers import gemini
 from gateway.providers.base import StreamState
 from gateway.providers.gemini import GeminiProvider, gemini_schema
+from gateway.tests.streams import client_events
 
 provider = GeminiProvider()
 FIXTURES = Path(__file__).parent / "fixtures" / "gemini"
@@ -943,6 +945,7 @@ def translate(
         events += provider.translate_stream(piece, stream_state)
     if finish:
         events += provider.finish_stream(stream_state)
+    events = client_events(events, stream_state)
     for event in events:
         assert event.startswith(b"data: ") and event.endswith(b"\n\n")
     return [orjson.loads(e[len(b"data: ") :]) for e in events], stream_state, events
@@ -987,7 +990,7 @@ def test_a_recorded_text_stream_becomes_openai_chunks(fixed_ids):
     assert state.usage == Usage(prompt_tokens=399, completion_tokens=191)
     assert state.done and state.error is None
     assert state.first == TEXT_CHUNKS[0]
-    assert state.chunks == 3
+    assert state.chunks == 4  # with the usage chunk, forwarded only when asked for
     assert state.finish_reason == "stop"
 
 
@@ -995,7 +998,8 @@ def test_the_stream_is_only_done_once_the_body_ends():
     _, state, _ = translate([TEXT_SSE], finish=False)
 
     assert not state.done  # a trailing chunk may still carry the final usage
-    assert provider.finish_stream(state) == []
+    [usage_chunk] = provider.finish_stream(state)  # the body ended: the usage chunk goes out
+    assert orjson.loads(usage_chunk[len(b"data: ") :])["choices"] == []
     assert state.done
 
 
@@ -1201,10 +1205,10 @@ def test_thought_parts_are_not_streamed_and_kept_text_is_collected():
         b'"thoughtsTokenCount": 5, "totalTokenCount": 10}}\n\n'
     )
 
-    chunks, state, _ = translate([thinking], keep_text=True)
+    chunks, state, events = translate([thinking], keep_text=True)
 
     assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": "Hi"}
-    assert state.completion_text == ["Hi", " there"]
+    assert _delta_text(events) == ["Hi", " there"]  # what content logging keeps
     assert state.usage == Usage(prompt_tokens=3, completion_tokens=7)
 
 

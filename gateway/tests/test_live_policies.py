@@ -132,7 +132,7 @@ def test_the_response_cache_answers_repeats_for_free(gw, make_key):
 
     assert first.model_extra["aqta"]["cached"] is False
     assert second.model_extra["aqta"]["cached"] is True
-    assert second.model_extra["aqta"]["cost_eur"] == "0"
+    assert second.model_extra["aqta"]["cost_eur"] == 0
     assert second.choices[0].message.content == first.choices[0].message.content
     assert _stats(gw)["chat_requests"] == 1
     traces = wait_for(lambda: Trace.objects.filter(api_key=api_key).count() == 2)

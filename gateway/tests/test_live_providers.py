@@ -75,7 +75,7 @@ def test_plain_chat(gw, make_key, provider):
         search_context_size="low" if provider == "perplexity" else None,
     )
     expected = usd_to_eur(cost_usd(model_price_at(model=model), usage), usd_eur_rate_at())
-    assert Decimal(aqta["cost_eur"]) == expected == trace.cost_eur
+    assert Decimal(str(aqta["cost_eur"])) == expected == trace.cost_eur
     assert trace.provider == provider
 
 
@@ -92,15 +92,24 @@ def test_streaming(gw, make_key, provider, include_usage):
 
     assert all(c.object == "chat.completion.chunk" for c in chunks)
     assert len({c.id for c in chunks}) == 1
-    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    with_choices = chunks[:-1] if include_usage else chunks
+    assert all(c.choices for c in with_choices)  # only the usage chunk has none
+    text = "".join(c.choices[0].delta.content or "" for c in with_choices)
     assert text
-    finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
-    assert finishes[-1] == "stop"
-    assert chunks[-1].choices == [] and chunks[-1].model_extra["aqta"]["provider"] == provider
+    finish = with_choices[-1]
+    assert finish.choices[0].finish_reason == "stop"
+    aqta = finish.model_extra["aqta"]
+    assert aqta["provider"] == provider
     usage_chunks = [c for c in chunks if c.usage is not None]
-    assert len(usage_chunks) == (1 if include_usage else 0)
     if include_usage:
+        assert usage_chunks == [chunks[-1]] and chunks[-1].choices == []
         assert usage_chunks[0].usage.completion_tokens > 0
+        assert chunks[-1].model_extra["aqta"] == aqta
+    else:
+        assert usage_chunks == []
+    # The cost on the finish chunk is final: the trace has the same.
+    trace = wait_for(lambda: Trace.objects.filter(id=aqta["trace_id"]).first())
+    assert trace.cost_eur == Decimal(str(aqta["cost_eur"])) > 0
 
 
 @pytest.mark.parametrize("provider", WITH_TOOLS)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from decimal import Decimal
+
 import httpx
 import openai
 import orjson
@@ -24,7 +27,9 @@ def test_chat_completion_carries_the_answer_and_the_aqta_object(gw, make_key):
     aqta = completion.model_extra["aqta"]
     assert aqta["status"] == "passed" and aqta["provider"] == "openai"
     assert aqta["cached"] is False and aqta["loop_detected"] is False
+    assert re.fullmatch(r"tr_[0-9a-f]{32}", aqta["trace_id"])
     assert raw.headers["x-aqta-trace-id"] == aqta["trace_id"]
+    assert completion._request_id == aqta["trace_id"]  # the SDK reads x-request-id
     assert int(raw.headers["x-ratelimit-limit"]) == 1000
     assert int(raw.headers["x-ratelimit-remaining"]) == 999
     assert 0 < int(raw.headers["x-ratelimit-reset"]) <= 60
@@ -35,7 +40,8 @@ def test_chat_completion_carries_the_answer_and_the_aqta_object(gw, make_key):
         usage.prompt_tokens,
         usage.completion_tokens,
     )
-    assert str(trace.cost_eur) == aqta["cost_eur"] and trace.cost_eur > 0
+    assert isinstance(aqta["cost_eur"], float)  # a JSON number, as documented
+    assert trace.cost_eur == Decimal(str(aqta["cost_eur"])) and trace.cost_eur > 0
     assert trace.api_key_id == api_key.pk and trace.status == "passed" and not trace.stream
     assert len(trace.request_sha256) == 64
 
@@ -65,7 +71,7 @@ def test_all_chat_parameters_pass_through_upstream(gw, make_key):
 
 
 @pytest.mark.parametrize("include_usage", [False, True])
-def test_streaming_ends_with_the_aqta_chunk_and_forwards_usage_only_when_asked(
+def test_a_stream_ends_as_openai_s_with_the_aqta_object_on_its_last_chunks(
     gw, make_key, include_usage
 ):
     secret, _ = make_key()
@@ -75,18 +81,30 @@ def test_streaming_ends_with_the_aqta_chunk_and_forwards_usage_only_when_asked(
     )
     chunks = list(stream)
 
-    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    # The documented loop reads choices[0] of every chunk: only a usage chunk, when
+    # asked for, may have none, and it comes last.
+    with_choices = chunks[:-1] if include_usage else chunks
+    assert all(c.choices for c in with_choices)
+    text = "".join(c.choices[0].delta.content or "" for c in with_choices)
     assert text.startswith("This is a mock reply")
-    last = chunks[-1]
-    assert last.choices == [] and last.model_extra["aqta"]["status"] == "passed"
+    finish = with_choices[-1]
+    assert finish.choices[0].finish_reason == "stop"
+    assert next(c for c in chunks if "aqta" in c.model_extra) is finish
+    aqta = finish.model_extra["aqta"]
+    assert aqta["status"] == "passed" and isinstance(aqta["cost_eur"], float)
     usage_chunks = [c for c in chunks if c.usage is not None]
-    assert len(usage_chunks) == (1 if include_usage else 0)
-    # Usage is always asked of the upstream, so the trace has it either way.
+    if include_usage:
+        assert usage_chunks == [chunks[-1]] and chunks[-1].choices == []
+        assert chunks[-1].model_extra["aqta"] == aqta
+    else:
+        assert usage_chunks == []
+    # Usage is always asked of the upstream, so the trace has it either way, and the
+    # cost on the finish chunk is already the final one.
     sent = httpx.get(gw.mock.url + "/_mock/stats").json()["last_request"]
     assert sent["stream_options"]["include_usage"] is True
-    trace_id = last.model_extra["aqta"]["trace_id"]
-    trace = wait_for(lambda: Trace.objects.filter(id=trace_id).first())
+    trace = wait_for(lambda: Trace.objects.filter(id=aqta["trace_id"]).first())
     assert trace.stream and trace.completion_tokens == 5 and trace.ttfb_ms is not None
+    assert trace.cost_eur == Decimal(str(aqta["cost_eur"])) > 0
 
 
 def test_models_lists_what_the_tier_allows(gw, make_key):
@@ -157,8 +175,29 @@ def test_malformed_bodies_are_400s_and_huge_ones_413(gw, make_key):
     assert missing.json()["error"]["param"] == "model"
     assert huge.status_code == 413 and huge.json()["error"]["code"] == "request_too_large"
     for response in (broken, wrong_type, missing, huge):
-        assert "x-aqta-trace-id" in response.headers
-        assert "x-ratelimit-limit" in response.headers
+        assert response.headers["x-request-id"] == response.headers["x-aqta-trace-id"]
+    for response in (broken, wrong_type, missing):  # refused before admission: none counted
+        assert response.headers["x-ratelimit-limit"] == "1000"
+        assert response.headers["x-ratelimit-remaining"] == "1000"
+    # Too large to read, so the key was never looked at: there is no limit to report.
+    assert "x-ratelimit-limit" not in huge.headers
+
+
+def test_unknown_endpoints_and_wrong_methods_report_no_rate_limit(gw, make_key):
+    secret, _ = make_key()
+    headers = {"Authorization": f"Bearer {secret}"}
+
+    unknown = httpx.post(gw.base_url + "/nope", json={}, headers=headers)
+    wrong_method = httpx.get(gw.base_url + "/chat/completions", headers=headers)
+    models_post = httpx.post(gw.base_url + "/models", headers=headers)
+
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "not_found"
+    assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "POST"
+    assert wrong_method.json()["error"]["code"] == "method_not_allowed"
+    assert models_post.status_code == 405 and models_post.headers["allow"] == "GET"
+    for response in (unknown, wrong_method, models_post):
+        assert response.headers["x-aqta-trace-id"].startswith("tr_")
+        assert not any(name.startswith("x-ratelimit") for name in response.headers)
 
 
 def test_every_bad_key_gets_the_same_401(gw, make_key):

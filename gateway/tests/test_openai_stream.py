@@ -1,7 +1,8 @@
 """The OpenAI adapter: request building, JSON answers and SSE pass-through.
 
-Stream payloads have the shape of the recordings in PROVIDERS.md 1.7 (compact JSON, one
-``data:`` line per event, a usage chunk with ``"choices": []``, then ``[DONE]``).
+Stream payloads have the shape of recorded OpenAI streams (compact JSON, one ``data:``
+line per event, a usage chunk with ``"choices": []``, then ``[DONE]``). The adapter forwards
+every chunk, the usage chunk included; ``gateway.stream_tail`` decides what the client gets.
 """
 
 from __future__ import annotations
@@ -121,14 +122,14 @@ def random_splits(data: bytes, seed: int) -> list[bytes]:
 # --- forwarding -----------------------------------------------------------------------------
 
 
-def test_a_text_stream_forwards_its_chunks_and_keeps_back_the_usage_chunk():
+def test_a_text_stream_forwards_its_chunks_and_the_usage_chunk():
     forwarded, state = translate([TEXT_STREAM])
 
-    assert forwarded == TEXT_EVENTS
+    assert forwarded == [*TEXT_EVENTS, TEXT_USAGE_EVENT]
     assert state.usage == Usage(prompt_tokens=19, completion_tokens=238, cached_tokens=0)
     assert state.done
     assert state.error is None
-    assert state.chunks == 4
+    assert state.chunks == 5
     assert state.first == TEXT_CHUNKS[0]
 
 
@@ -143,9 +144,9 @@ def test_the_usage_chunk_is_forwarded_when_the_client_asked_for_it():
 def test_a_tool_call_stream_is_forwarded_byte_for_byte():
     forwarded, state = translate([TOOL_STREAM])
 
-    assert forwarded == TOOL_EVENTS
+    assert b"".join(forwarded) == TOOL_STREAM.removesuffix(b"data: [DONE]\n\n")
     assert state.usage == Usage(prompt_tokens=60, completion_tokens=15)
-    assert state.done and state.chunks == 5
+    assert state.done and state.chunks == 6
 
 
 def test_done_is_not_forwarded_and_ends_the_stream():
@@ -196,7 +197,7 @@ def test_crlf_line_endings_give_the_same_events():
 
     forwarded, state = translate([crlf])
 
-    assert forwarded == TEXT_EVENTS
+    assert forwarded == [*TEXT_EVENTS, TEXT_USAGE_EVENT]
     assert state.done and state.usage == Usage(prompt_tokens=19, completion_tokens=238)
 
 
@@ -206,7 +207,7 @@ def test_crlf_line_endings_split_between_cr_and_lf_give_the_same_events():
 
     forwarded, state = translate(split_at(crlf, cuts))
 
-    assert forwarded == TEXT_EVENTS
+    assert forwarded == [*TEXT_EVENTS, TEXT_USAGE_EVENT]
     assert state.done
 
 
@@ -265,7 +266,7 @@ def test_usage_is_captured_from_json_with_spaces():
     forwarded, state = translate([spaced + b"data: [DONE]\n\n"])
 
     assert state.usage == Usage(prompt_tokens=19, completion_tokens=238)
-    assert len(forwarded) == 4
+    assert len(forwarded) == 5
 
 
 def test_data_lines_without_a_space_are_events():
@@ -273,7 +274,7 @@ def test_data_lines_without_a_space_are_events():
 
     forwarded, state = translate([compact])
 
-    assert len(forwarded) == 4
+    assert len(forwarded) == 5
     assert state.done
 
 

@@ -21,6 +21,7 @@ from billing.pricing import Usage, cost_usd
 from gateway.catalog import Deployment, Endpoint
 from gateway.providers.base import StreamState
 from gateway.providers.perplexity import PerplexityProvider, requested_search_context_size
+from gateway.tests.streams import client_events
 
 FIXTURES = Path(__file__).parent / "fixtures" / "perplexity"
 provider = PerplexityProvider()
@@ -376,8 +377,9 @@ def run(
     events: list[bytes] = []
     for piece in pieces:
         events += provider.translate_stream(piece, state)
-    before_end = len(events)
+    before_end = len(client_events(events, state))
     events += provider.finish_stream(state)
+    events = client_events(events, state)
     for event in events:
         assert event.startswith(b"data: ") and event.endswith(b"\n\n")
         assert b"\n" not in event[:-2]
@@ -450,7 +452,7 @@ def test_the_2026_stream_becomes_openai_chunks_and_ends_at_the_done_object():
     assert state.finish_reason == "stop"
     assert state.usage == Usage(prompt_tokens=6, completion_tokens=1, search_context_size="low")
     assert state.first == chunks[0]
-    assert state.chunks == 2
+    assert state.chunks == 3  # with the usage chunk, forwarded only when asked for
 
 
 def test_the_2026_stream_ends_with_one_usage_chunk_when_the_client_asked():
