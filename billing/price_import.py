@@ -316,7 +316,7 @@ def _merge_fees(target: Prices, recorded: Prices, notes: list[str]) -> None:
     source_fee = target["request_fee_low_usd"]
     if source_fee is not None and Decimal(source_fee) != highest:
         notes.append(
-            f"request fee {_fmt(source_fee)} in the source, {_fmt(highest)} recorded as the "
+            f"request fee {fmt(source_fee)} in the source, {fmt(highest)} recorded as the "
             "highest per-size fee: not applied, change it in the admin"
         )
     for name in FEE_FIELDS:
@@ -539,7 +539,7 @@ def apply(plan_: Plan, *, add_models: bool) -> Outcome:
     return outcome
 
 
-def _fmt(value: Decimal | int | None) -> str:
+def fmt(value: Decimal | int | None) -> str:
     if value is None:
         return "-"
     if isinstance(value, int):

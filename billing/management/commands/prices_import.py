@@ -41,7 +41,7 @@ class Command(BaseCommand):
             "--provider",
             action="append",
             default=[],
-            choices=[p for p in Provider.values],
+            choices=Provider.values,
             help="only this provider (repeatable)",
         )
         parser.add_argument(
@@ -116,8 +116,8 @@ class Command(BaseCommand):
                         [
                             diff.model.model_id,
                             pi.FIELD_LABELS[change.field],
-                            pi._fmt(change.current),
-                            pi._fmt(change.source),
+                            pi.fmt(change.current),
+                            pi.fmt(change.source),
                             starts,
                         ]
                     )
@@ -126,8 +126,8 @@ class Command(BaseCommand):
                     [
                         diff.model.model_id,
                         pi.FIELD_LABELS["context_window"],
-                        pi._fmt(diff.context_window.current),
-                        pi._fmt(diff.context_window.source),
+                        pi.fmt(diff.context_window.current),
+                        pi.fmt(diff.context_window.source),
                         "on --apply",
                     ]
                 )
@@ -147,10 +147,10 @@ class Command(BaseCommand):
                     [
                         new.provider,
                         new.model_id,
-                        pi._fmt(new.periods[0].prices["input_usd_per_mtok"]),
-                        pi._fmt(new.periods[0].prices["output_usd_per_mtok"]),
-                        pi._fmt(new.periods[0].prices["cached_input_usd_per_mtok"]),
-                        pi._fmt(new.context_window),
+                        pi.fmt(new.periods[0].prices["input_usd_per_mtok"]),
+                        pi.fmt(new.periods[0].prices["output_usd_per_mtok"]),
+                        pi.fmt(new.periods[0].prices["cached_input_usd_per_mtok"]),
+                        pi.fmt(new.context_window),
                         "yes" if new.cost_effective else "no",
                     ]
                     for new in plan.new_models
