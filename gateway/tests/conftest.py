@@ -59,12 +59,18 @@ def _database_url() -> str:
     return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
+SEED_MIGRATIONS = (
+    "billing.migrations.0002_seed_tiers_models_prices",
+    "billing.migrations.0005_seed_current_models",
+)
+
+
 def seed_catalogue() -> None:
-    """Tiers, models and prices (the data migration's own function; idempotent)."""
+    """Tiers, models, prices and aliases (the data migrations' own functions; idempotent)."""
     from django.apps import apps
 
-    migration = importlib.import_module("billing.migrations.0002_seed_tiers_models_prices")
-    migration.seed(apps, None)
+    for name in SEED_MIGRATIONS:
+        importlib.import_module(name).seed(apps, None)
 
 
 @dataclass

@@ -114,13 +114,20 @@ def test_models_lists_what_the_tier_allows(gw, make_key):
     pro_ids = {m.id for m in gw.sdk(pro).models.list()}
     free_ids = {m.id for m in gw.sdk(free).models.list()}
 
-    assert len(pro_ids) == 10
+    # 23 seeded models and the 2 undated Claude 3 aliases.
+    assert len(pro_ids) == 25
+    assert {"gpt-4", "gpt-6.1-sol", "claude-3-5-sonnet"} <= pro_ids
     assert free_ids == {
         "gpt-4o-mini",
         "gpt-3.5-turbo",
         "claude-3-haiku-20240307",
+        "claude-3-haiku",
         "gemini-2.0-flash",
         "sonar",
+        "gpt-6-luna",
+        "claude-haiku-5-5",
+        "gemini-3.8-flash",
+        "gemini-3.5-flash-lite",
     }
     assert gw.sdk(pro).models.retrieve("gpt-4o").owned_by == "openai"
     with pytest.raises(openai.NotFoundError):

@@ -50,6 +50,9 @@ KNOWN_MODELS = frozenset(
         "gemini-flash-latest",
         "gemini-flash-lite-latest",
         "gemini-pro-latest",
+        "gemini-3.5-flash-lite",
+        "gemini-3.8-flash",
+        "gemini-4-argon",
     }
 )
 # GenerateContentRequest's fields (camelCase; snake_case spellings are accepted too).
