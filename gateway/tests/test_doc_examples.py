@@ -7,8 +7,8 @@ here, in a copy made at run time: the base URL, the key and, on Aqueduct's page,
 name. Each runs with the client it was written for: the current OpenAI Python SDK, the
 legacy ``openai==0.28`` SDK (its own virtualenv, ``.venv/legacy-openai``), the OpenAI JS SDK
 and Node's ``fetch`` (``doc_examples/node_modules``, from the committed lock file) and
-curl. ``make clients`` installs the legacy SDK and the Node packages; ``doc_clients`` runs it
-runs it, so a clean clone needs no manual step.
+curl. ``make clients`` installs the legacy SDK and the Node packages; the ``doc_clients``
+fixture runs it once per test run, so a clean clone needs no manual step.
 
 The assertions are the pages' own promises: what an example prints, and the documented
 response shapes. A missing tool fails the test: CI has them all.
