@@ -56,7 +56,7 @@ def test_a_new_model_answers_and_costs_its_list_price(gw, make_key, model_id):
     price = model_price_at(model=LanguageModel.objects.get(model_id=model_id))
     expected = usd_to_eur(cost_usd(price, usage), usd_eur_rate_at())
     assert expected > 0
-    assert Decimal(aqta["cost_eur"]) == expected == trace.cost_eur
+    assert Decimal(str(aqta["cost_eur"])) == expected == trace.cost_eur
 
 
 def test_an_undated_claude_3_name_reaches_the_dated_id(gw, make_key):
