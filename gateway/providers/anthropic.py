@@ -71,7 +71,14 @@ import orjson
 from aqta.errors import AqtaError, error_body
 from billing.pricing import Usage
 from gateway.catalog import Deployment
-from gateway.providers.base import StreamState, UpstreamRequest, openai_usage
+from gateway.providers.base import (
+    SYSTEM_ROLES,
+    StreamState,
+    UpstreamRequest,
+    only_system,
+    openai_usage,
+    refusal,
+)
 
 API_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
@@ -94,7 +101,7 @@ EVENT_END = b"\n\n"
 
 
 def _bad(param: str, message: str) -> AqtaError:
-    return AqtaError(message, status=400, param=param)
+    return refusal(message, param)
 
 
 class AnthropicProvider:
@@ -242,10 +249,10 @@ def _refuse_unmappable(body: dict) -> None:
     for name in ("functions", "function_call"):
         if body.get(name) is not None:
             raise _bad(name, f"{name} is not supported for Anthropic models; use tools.")
+    if body.get("audio") is not None:
+        raise _bad("audio", "Anthropic models answer with text only.")
     modalities = body.get("modalities")
-    if body.get("audio") is not None or (
-        isinstance(modalities, list) and set(modalities) - {"text"}
-    ):
+    if isinstance(modalities, list) and set(map(str, modalities)) - {"text"}:
         raise _bad("modalities", "Anthropic models answer with text only.")
     if body.get("web_search_options") is not None:
         raise _bad("web_search_options", "web_search_options is not supported for Anthropic.")
@@ -264,12 +271,14 @@ def _messages(messages: list) -> tuple[list[dict], list[dict]]:
     """OpenAI messages → (system text blocks, Anthropic turns with alternating roles)."""
     system: list[dict] = []
     turns: list[dict] = []
+    if only_system(messages):  # Anthropic needs a user turn: they become it
+        messages = [{**m, "role": "user"} for m in messages]
     for i, message in enumerate(messages):
         where = f"messages[{i}]"
         if not isinstance(message, dict):
             raise _bad(where, f"{where} must be an object.")
         role = message.get("role")
-        if role in ("system", "developer"):
+        if role in SYSTEM_ROLES:
             system += _text_blocks(message.get("content"), where)
             continue
         if role == "user":

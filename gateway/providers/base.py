@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from aqta.errors import AqtaError
 from billing.pricing import Usage
 from gateway.catalog import Deployment
 
@@ -38,6 +39,26 @@ class StreamState:
     completion_text: list[str] = field(default_factory=list)
     keep_text: bool = False
     extra: dict[str, Any] = field(default_factory=dict)  # adapter-specific scratch space
+
+
+def refusal(message: str, param: str) -> AqtaError:
+    """What a translating provider answers for a valid OpenAI request it cannot honour
+    faithfully (a parameter, a value or a content shape): 400 ``unsupported_parameter``
+    naming the parameter, the same code for every provider, as OpenAI's own API answers
+    a parameter a model does not support. Raised before admission: it costs nothing."""
+    return AqtaError(message, status=400, code="unsupported_parameter", param=param)
+
+
+SYSTEM_ROLES = ("system", "developer")
+
+
+def only_system(messages: list) -> bool:
+    """A conversation of system/developer messages alone. OpenAI answers it; providers
+    that need a user turn get those messages as the user turn instead (every translating
+    adapter does the same)."""
+    return bool(messages) and all(
+        isinstance(m, dict) and m.get("role") in SYSTEM_ROLES for m in messages
+    )
 
 
 def openai_usage(usage: Usage) -> dict[str, Any]:

@@ -76,7 +76,7 @@ import orjson
 from aqta.errors import AqtaError, error_body
 from billing.pricing import Usage
 from gateway.catalog import Deployment
-from gateway.providers.base import StreamState, UpstreamRequest
+from gateway.providers.base import StreamState, UpstreamRequest, refusal
 
 API_VERSION = "v1beta"
 THOUGHT_SEPARATOR = "__thought__"
@@ -110,16 +110,11 @@ FILES_API_HOST = "generativelanguage.googleapis.com"
 
 
 def _bad(message: str, param: str) -> AqtaError:
-    return AqtaError(message, status=400, param=param)
+    return refusal(message, param)
 
 
 def _unsupported(param: str, why: str) -> AqtaError:
-    return AqtaError(
-        f"{param} is not supported for Gemini models: {why}",
-        status=400,
-        code="unsupported_parameter",
-        param=param,
-    )
+    return refusal(f"{param} is not supported for Gemini models: {why}", param)
 
 
 def _random_id() -> str:
@@ -245,7 +240,7 @@ def _check_params(body: dict) -> None:
     if body.get("audio") is not None:
         raise _unsupported("audio", "Gemini answers with text only here.")
     modalities = body.get("modalities")
-    if modalities and any(m != "text" for m in modalities):
+    if isinstance(modalities, list) and any(m != "text" for m in modalities):
         raise _unsupported("modalities", "Gemini answers with text only here.")
     if body.get("web_search_options") is not None:
         raise _unsupported("web_search_options", "web search is not available through Gemini.")

@@ -33,7 +33,7 @@ import orjson
 from aqta.errors import AqtaError
 from billing.pricing import Usage
 from gateway.catalog import Deployment
-from gateway.providers.base import StreamState, UpstreamRequest
+from gateway.providers.base import StreamState, UpstreamRequest, only_system, refusal
 from gateway.providers.openai import DATA, DONE, EVENT_END
 
 SEARCH_CONTEXT_SIZES = ("low", "medium", "high")
@@ -112,10 +112,11 @@ class PerplexityProvider:
                 "use json_schema with a schema instead",
                 what="response_format json_object",
             )
-        for name in ("audio", "modalities"):
-            value = body.get(name)
-            if value and (name == "audio" or any(m != "text" for m in value)):
-                raise _unsupported(name, "its models answer in text only")
+        if body.get("audio"):
+            raise _unsupported("audio", "its models answer in text only")
+        modalities = body.get("modalities")
+        if isinstance(modalities, list) and any(m != "text" for m in modalities):
+            raise _unsupported("modalities", "its models answer in text only")
 
     def build_request(self, deployment: Deployment, body: dict, stream: bool) -> UpstreamRequest:
         endpoint = deployment.endpoint
@@ -126,8 +127,11 @@ class PerplexityProvider:
         limit = payload.pop("max_completion_tokens", None)
         if limit is not None and payload.get("max_tokens") is None:
             payload["max_tokens"] = limit
-        if any(m.get("role") == "developer" for m in body.get("messages") or ()):
-            payload["messages"] = [_developer_as_system(m) for m in body["messages"]]
+        messages = body.get("messages") or []
+        if only_system(messages):  # Perplexity needs a user turn: they become it
+            payload["messages"] = [{**m, "role": "user"} for m in messages]
+        elif any(m.get("role") == "developer" for m in messages):
+            payload["messages"] = [_developer_as_system(m) for m in messages]
         headers = {"Content-Type": "application/json"}
         if stream:
             headers["Accept"] = "text/event-stream"
@@ -275,12 +279,7 @@ class PerplexityProvider:
 
 
 def _unsupported(param: str, why: str, *, what: str | None = None) -> AqtaError:
-    return AqtaError(
-        f"{what or param} is not supported by Perplexity: {why}.",
-        status=400,
-        code="unsupported_parameter",
-        param=param,
-    )
+    return refusal(f"{what or param} is not supported by Perplexity: {why}.", param)
 
 
 def _developer_as_system(message: dict) -> dict:

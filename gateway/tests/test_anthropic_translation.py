@@ -383,10 +383,13 @@ def test_a_final_assistant_prefill_loses_its_trailing_whitespace():
     assert turns[-1] == {"role": "assistant", "content": [{"type": "text", "text": "1."}]}
 
 
-def test_a_request_with_only_system_messages_is_refused():
-    error = refusal(body(messages=[{"role": "system", "content": "Be terse."}]))
+def test_a_request_with_only_system_messages_sends_them_as_the_user_turn():
+    payload = sent(body(messages=[{"role": "system", "content": "Name a colour."}]))
 
-    assert error.param == "messages"
+    assert "system" not in payload
+    assert payload["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": "Name a colour."}]}
+    ]
 
 
 def test_tools_without_parameters_get_an_empty_object_schema():
