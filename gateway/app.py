@@ -385,6 +385,7 @@ class Gateway:
                 code="model_not_allowed",
                 param="model",
             )
+        _output_limit_check(call.body, model)
         candidates = [d for d in model.deployments if adapter_for(d.provider) is not None]
         if not candidates:
             raise AqtaError(
@@ -757,6 +758,23 @@ class Gateway:
                 "response": crypto.encrypt(call.completion or ""),
             }
         return record
+
+
+def _output_limit_check(body: dict, model: ModelEntry) -> None:
+    """A completion limit above what the model can produce is refused, as OpenAI does,
+    rather than clamped: the client learns the real limit instead of a silent cut."""
+    limit = model.max_output_tokens
+    if limit is None:
+        return
+    for name in ("max_completion_tokens", "max_tokens"):
+        asked = body.get(name)
+        if isinstance(asked, int) and asked > limit:
+            raise AqtaError(
+                f"{name} is too large: {asked}. This model supports at most {limit} "
+                "completion tokens.",
+                code="invalid_parameter",
+                param=name,
+            )
 
 
 async def _watch_disconnect(receive, task: asyncio.Task, call: Call) -> None:

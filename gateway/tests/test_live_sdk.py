@@ -255,3 +255,25 @@ def test_the_unprefixed_alias_works(gw, make_key):
         headers={"Authorization": f"Bearer {secret}"},
     )
     assert response.status_code == 200 and "aqta" in response.json()
+
+
+def test_a_completion_limit_above_the_model_s_output_limit_is_refused_before_admission(
+    gw, make_key
+):
+    secret, _ = make_key()
+    client = gw.sdk(secret)
+
+    for name in ("max_tokens", "max_completion_tokens"):
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.chat.completions.with_raw_response.create(
+                model="gpt-4o-mini", messages=MESSAGES, **{name: 16_385}
+            )
+        error = refused.value
+        assert (error.code, error.param) == ("invalid_parameter", name)
+        assert "at most 16384" in error.message
+        assert error.response.headers["x-ratelimit-remaining"] == "1000"  # nothing counted
+
+    at_the_limit = client.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, max_tokens=16_384
+    )
+    assert at_the_limit.choices[0].message.content
