@@ -200,12 +200,14 @@ class _Checker:
                 if value.get(tag) is None:
                     return _bad(f"{where} is required.", where, MISSING)
                 for i, t in zip(fits, tags, strict=True):
-                    if t[tag] == value[tag]:
+                    if t[tag] == value[tag] and context[i]:
                         return context[i][0]
                 names = ", ".join(str(t[tag]) for t in tags)
                 return _bad(f"{where} must be one of {names}.", where)
         # One alternative of the value's type, or several without a tag: the closest one.
         best = min(fits, key=lambda i: len(context[i]))
+        if not context[best]:  # nothing to follow: say what the alternatives are
+            return _bad(f"{param} must be {self._alternatives(branches)}.", param)
         return context[best][0]
 
     def _wording(self, error: Any, path: list[Any]) -> AqtaError:

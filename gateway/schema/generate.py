@@ -260,6 +260,17 @@ def _user_location(schema: dict[str, Any]) -> str:
     )
 
 
+def _json_schema_name(schema: dict[str, Any]) -> str:
+    json_schema = schema["$defs"]["ResponseFormatJsonSchema"]["properties"]["json_schema"]
+    json_schema["required"].remove("name")
+    if not json_schema["required"]:
+        del json_schema["required"]
+    return (
+        "response_format.json_schema.name is not required: Perplexity documents "
+        '{"type": "json_schema", "json_schema": {"schema": ...}} without a name.'
+    )
+
+
 def _metadata(schema: dict[str, Any]) -> str:
     metadata = schema["$defs"]["Metadata"]
     metadata["maxProperties"] = 16
@@ -283,7 +294,7 @@ def _seed(schema: dict[str, Any]) -> str:
     return "seed: the 64-bit integer range the spec's bounds (2**63 rounded to 19 digits) mean."
 
 
-AMENDMENTS = (_user_location, _metadata, _logit_bias, _seed)
+AMENDMENTS = (_user_location, _json_schema_name, _metadata, _logit_bias, _seed)
 
 
 # --- main ---------------------------------------------------------------------------------

@@ -555,10 +555,10 @@ def test_a_wrong_tool_names_the_field_at_fault(tool, code, param, message):
             "stop must have at most 4 items.",
         ),
         (
-            {"response_format": {"type": "json_schema", "json_schema": {"schema": {}}}},
-            "missing_parameter",
+            {"response_format": {"type": "json_schema", "json_schema": {"name": 5}}},
+            "invalid_parameter",
             "response_format.json_schema.name",
-            "response_format.json_schema.name is required.",
+            "response_format.json_schema.name must be a string.",
         ),
         (
             {"stream": True, "stream_options": {"include_usage": "yes"}},
@@ -667,6 +667,14 @@ PERPLEXITY = {
 
 def test_provider_extension_parameters_pass_unchanged():
     assert chat_request(with_(**PERPLEXITY)) == with_(**PERPLEXITY)
+
+
+def test_a_json_schema_without_a_name_passes_as_perplexity_documents_it():
+    response_format = {"type": "json_schema", "json_schema": {"schema": {"type": "object"}}}
+
+    assert chat_request(with_(response_format=response_format)) == with_(
+        response_format=response_format
+    )
 
 
 def test_openai_web_search_location_passes_too():
@@ -916,7 +924,8 @@ def test_the_generator_turns_openapi_into_json_schema():
 JSON = st.recursive(
     st.none()
     | st.booleans()
-    | st.integers()
+    # The integers orjson decodes as such (it makes floats of the others).
+    | st.integers(-(2**63), 2**64 - 1)
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=12)
     # Past orjson's 254 levels: what crashed the gateway after admission.
@@ -951,9 +960,21 @@ def _outcome(body):
         assert error.message
         return error
     assert isinstance(result, dict)
-    # What passes can be serialised for the upstream request.
+    # What passes is within the cap and can be serialised for the upstream request.
+    assert depth(result) <= 64
     orjson.dumps(result)
     return result
+
+
+def depth(value) -> int:
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, level)
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
 @settings(max_examples=200, derandomize=True, database=None, deadline=None)
