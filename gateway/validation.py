@@ -9,13 +9,14 @@ on: a non-empty model, whole numbers where it counts (``n``, token limits), ``st
 only with ``stream: true``.
 
 The validator is jsonschema-rs, chosen by measurement (``bench/validation.py``: CPU per call
-on a valid body, best of 5, a busy 2-core machine): the benchmark's short request 0.3-0.9 µs,
-a 30-message agent request with 10 tools 12-19 µs, a 2 MB request 16-30 µs, depth cap
-included. fastjsonschema: 23-34 µs, 0.6-1.2 ms, 1-1.9 ms (its anyOf tries every branch
-under exceptions); jsonschema (pure Python): 0.2-0.4 ms, 7-15 ms, 11-23 ms; msgspec, on
-Struct types generated from the schema: 1 µs, 13-16 µs, 20-25 µs, as fast but only through a
-translation of the schema of our own. Walking the body in Python for the depth alone would
-cost 1.3, 60 and 50-80 µs; counting ``{``/``[`` in the raw body 0.3, 6-10 and 1,400-1,900 µs.
+on a valid body, best of 5, ranges over runs on a busy 2-core machine): the benchmark's short
+request 0.3-0.9 µs, a 30-message agent request with 10 tools 12-19 µs, a 2 MB request
+16-30 µs, depth cap included. fastjsonschema: 18-34 µs, 0.6-1.2 ms, 1.1-1.9 ms (its anyOf
+tries every branch under exceptions); jsonschema (pure Python): 0.3-0.4 ms, 8-15 ms,
+12-23 ms; msgspec, on Struct types generated from the schema: 0.6-1.1 µs, 9-16 µs, 13-25 µs,
+as fast, but only through a translation of the schema of our own and without the depth cap.
+Walking the body in Python for the depth alone would cost 0.8-1.4, 40-64 and 48-83 µs;
+counting ``{``/``[`` in the raw body 0.3-0.5, 6-12 and 1,200-2,200 µs.
 A valid body costs one ``is_valid`` call; only a refused one pays for finding the error.
 
 Errors name the field at fault the way OpenAI does (``messages[2].content[0].type``). Where the
