@@ -430,6 +430,14 @@ CELERY_BEAT_SCHEDULE = {
 AQTA_DEFAULT_TIER = env("AQTA_DEFAULT_TIER", "free")
 # Data plane (/v1).
 AQTA_MAX_REQUEST_BYTES = envint("AQTA_MAX_REQUEST_BYTES", 10 * 1024 * 1024)
+# Deepest nesting of arrays/objects in a chat request (400 past it). The schema's own fields
+# go 7 levels deep and open-ended places (tool parameter schemas, response_format schemas)
+# rarely need 20 more; the upstream serialiser stops at 254, the validator's errors at 255.
+AQTA_MAX_JSON_DEPTH = envint("AQTA_MAX_JSON_DEPTH", 64)
+if not 16 <= AQTA_MAX_JSON_DEPTH <= 200:
+    raise ImproperlyConfigured(
+        f"AQTA_MAX_JSON_DEPTH must be between 16 and 200, got {AQTA_MAX_JSON_DEPTH}"
+    )
 AQTA_UPSTREAM_CONNECT_TIMEOUT = envfloat("AQTA_UPSTREAM_CONNECT_TIMEOUT", 5.0)
 AQTA_UPSTREAM_READ_TIMEOUT = envfloat("AQTA_UPSTREAM_READ_TIMEOUT", 120.0)
 AQTA_UPSTREAM_RETRIES = envint("AQTA_UPSTREAM_RETRIES", 2)

@@ -154,7 +154,7 @@ def test_a_keys_allow_list_narrows_the_models(gw, make_key):
         ({"presence_penalty": 2.5}, "presence_penalty"),
         ({"messages": []}, "messages"),
         ({"messages": [{"content": "no role"}]}, "messages[0].role"),
-        ({"response_format": {"type": "xml"}}, "response_format"),
+        ({"response_format": {"type": "xml"}}, "response_format.type"),
     ],
 )
 def test_invalid_parameters_are_a_400_naming_the_field(gw, make_key, kwargs, param):
