@@ -162,6 +162,7 @@ class Gateway:
             self.breaker = Breaker(self.redis)
             self.cache = ResponseCache(self.redis, settings.AQTA_CACHE_TTL_SECONDS)
             self.catalog = await asyncio.to_thread(catalog_load)
+            validation.warm()
             self.stop.clear()
             # With a dedicated flusher process (`manage.py run_flusher`) the workers only
             # write what they had to keep locally while Redis was down.

@@ -111,6 +111,11 @@ def _load() -> _Checker:
     return _current
 
 
+def warm() -> None:
+    """Compile the validator now (a worker's start) rather than on its first request."""
+    _load()
+
+
 @receiver(setting_changed)
 def _setting_changed(*, setting: str, **kwargs: Any) -> None:
     global _current
