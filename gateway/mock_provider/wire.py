@@ -1,6 +1,6 @@
 """OpenAI Chat Completions wire format: bodies, SSE frames, error envelopes, headers.
 
-Shapes follow PROVIDERS.md section 1 (recorded traffic where there is some). Stream frames are
+Shapes follow docs/providers.md §1 (recorded traffic where there is some). Stream frames are
 assembled from pre-encoded byte fragments so a streamed chunk costs a few concatenations, not a
 JSON encode of the whole envelope.
 """

@@ -1,7 +1,7 @@
 """Google Gemini (Generative Language API ``v1beta``): OpenAI chat requests in, Gemini
 ``generateContent`` / ``streamGenerateContent?alt=sse`` out, and the answers back.
 
-Requests (PROVIDERS.md 3.2 and 3.6)
+Requests (docs/providers.md §3.2 and §3.6)
 - ``system``/``developer`` messages, wherever they stand → ``systemInstruction`` (text only);
   a request made of system messages alone sends them as the user turn instead, since
   Gemini needs at least one content.

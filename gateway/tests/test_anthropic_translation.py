@@ -1,6 +1,6 @@
 """The Anthropic adapter: OpenAI requests → Messages API, and its answers, streams and errors back.
 
-Upstream payloads are the recorded shapes of PROVIDERS.md section 2 (``fixtures/anthropic``);
+Upstream payloads are the recorded shapes of docs/providers.md §2 (``fixtures/anthropic``);
 the OpenAI side is checked against golden objects and against the OpenAI SDK's own types.
 """
 

@@ -1,5 +1,5 @@
 """The Gemini adapter: OpenAI requests → Gemini requests, Gemini answers, streams and errors
-→ OpenAI's shapes. Payloads are the recorded and assembled shapes of PROVIDERS.md section 3
+→ OpenAI's shapes. Payloads are the recorded and assembled shapes of docs/providers.md §3
 (``fixtures/gemini/``, provenance in its README).
 """
 
@@ -194,7 +194,7 @@ def test_empty_messages_add_no_empty_turns():
 
 
 def test_the_multi_turn_example_becomes_the_gemini_example():
-    """PROVIDERS.md 1.3's OpenAI request and 3.2's Gemini request tell the same story."""
+    """docs/providers.md §1.3's OpenAI request and §3.2's Gemini request tell the same story."""
     messages = [
         {"role": "system", "content": "You are terse."},
         {

@@ -1,7 +1,7 @@
 """The mock provider's Anthropic, Gemini and Perplexity protocols, checked on the wire.
 
-Raw httpx requests assert the exact shapes each provider sends (PROVIDERS.md sections 2-4 and
-the checklist in section 6), plus failure injection and stats across all four protocols.
+Raw httpx requests assert the exact shapes each provider sends (docs/providers.md §2-§4 and
+the checklist in §6), plus failure injection and stats across all four protocols.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The Perplexity adapter: refused and dropped parameters, answers with citations, streams
 normalised to OpenAI chunks, usage with the search context size, and error summaries.
 
-Payloads are the recorded shapes of PROVIDERS.md section 4, in fixtures/perplexity/
+Payloads are the recorded shapes of docs/providers.md §4, in fixtures/perplexity/
 (provenance in its README).
 """
 

@@ -1,4 +1,4 @@
-"""Anthropic Messages (``POST /v1/messages``), after PROVIDERS.md section 2.
+"""Anthropic Messages (``POST /v1/messages``), after docs/providers.md §2.
 
 The key comes in ``x-api-key`` or, as current SDKs send it, ``Authorization: Bearer``; the
 ``anthropic-version`` header is required. Errors are

@@ -1,4 +1,4 @@
-"""Google Gemini API (``POST /v1beta/models/{model}:generateContent``), PROVIDERS.md section 3.
+"""Google Gemini API (``POST /v1beta/models/{model}:generateContent``), docs/providers.md §3.
 
 Request fields are read in camelCase or snake_case, as Google's proto-JSON parser accepts both.
 Errors are ``{"error": {"code", "message", "status"}}``; a bad or missing key is a 400. Streams

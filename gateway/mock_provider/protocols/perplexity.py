@@ -1,5 +1,5 @@
-"""Perplexity Sonar (``POST /chat/completions`` under the ``/perplexity`` prefix), PROVIDERS.md
-section 4.
+"""Perplexity Sonar (``POST /chat/completions`` under the ``/perplexity`` prefix),
+docs/providers.md §4.
 
 OpenAI-shaped, with a UUID ``id``, ``citations``, ``search_results`` and usage extras
 (``search_context_size``, ``cost``). Errors are ``{"error": {"message", "type", "code": <int>}}``
@@ -32,7 +32,8 @@ from .base import JSON_TYPE, SSE_TYPE, Call, Protocol, StreamPlan, bearer_token,
 
 ROLES = ("system", "user", "assistant", "tool")
 SEARCH_CONTEXT_SIZES = ("low", "medium", "high")
-# USD per 1M input and output tokens, and the request fee by search context size (PROVIDERS.md 5).
+# USD per 1M input and output tokens, and the request fee by search context size
+# (docs/providers.md §5.4).
 PRICES: dict[str, tuple[float, float, tuple[float, float, float]]] = {
     "sonar": (1.0, 1.0, (0.005, 0.008, 0.012)),
     "sonar-pro": (3.0, 15.0, (0.006, 0.010, 0.014)),
