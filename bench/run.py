@@ -1251,7 +1251,7 @@ def report(run: Run, args: argparse.Namespace) -> tuple[str, bool]:
         if run.flush_in_workers
         else "Production shape: `AQTA_FLUSH_IN_WORKERS=false`, one `manage.py run_flusher` process "
         "writes the traces. The goals are judged on the gateway process tree (uvicorn master + "
-        "workers), as the issue defines them; the flusher's CPU is not in it but is shown next to "
+        "workers), as the goals are stated; the flusher's CPU is not in it but is shown next to "
         "it (flusher, total) and must be paid for too."
     )
     lines += [
