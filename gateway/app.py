@@ -261,6 +261,14 @@ class Gateway:
     async def models(self, scope, send, model_id: str | None) -> None:
         call = _new_call()
         try:
+            await self._models(scope, send, model_id, call)
+        except Exception:
+            logger.exception("unexpected error", extra={"trace_id": call.trace_id})
+            with contextlib.suppress(Exception):
+                await self.reply_error(send, call, _internal_error(call))
+
+    async def _models(self, scope, send, model_id: str | None, call: Call) -> None:
+        try:
             call.record = await self.authenticate(scope)
             if self.redis is not None and await self.keys.revoked(call.record):
                 raise INVALID_KEY
@@ -302,12 +310,7 @@ class Gateway:
             # the trace, and the call is recorded as an error that consumed nothing.
             logger.exception("unexpected error", extra={"trace_id": call.trace_id})
             call.status, call.policy = "error", ""
-            error = AqtaError(
-                f"The gateway could not handle this request (trace {call.trace_id}); "
-                "it was not counted against your limits.",
-                status=500,
-                code="internal_error",
-            )
+            error = _internal_error(call)
             with contextlib.suppress(Exception):
                 if call.response_started:  # mid-stream: end it with an error event
                     body = b"data: " + orjson.dumps(error.body()) + b"\n\n"
@@ -759,6 +762,15 @@ class Gateway:
                 "response": crypto.encrypt(call.completion or ""),
             }
         return record
+
+
+def _internal_error(call: Call) -> AqtaError:
+    return AqtaError(
+        f"The gateway could not handle this request (trace {call.trace_id}); "
+        "it was not counted against your limits.",
+        status=500,
+        code="internal_error",
+    )
 
 
 def _output_limit_check(body: dict, model: ModelEntry) -> None:

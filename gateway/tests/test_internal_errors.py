@@ -143,3 +143,15 @@ def test_an_unexpected_error_mid_stream_ends_it_with_an_error_event(scenario, mo
     trace = wait_for(lambda: Trace.objects.filter(id=response.headers["x-aqta-trace-id"]).first())
     assert (trace.status, trace.http_status) == ("error", 500)
     assert not UsageCounter.objects.exists()
+
+
+def test_an_unexpected_error_listing_models_is_a_500_in_the_envelope(scenario, monkeypatch):
+    async def steps(client, gateway, api_key):
+        monkeypatch.setattr(gateway, "allowed", lambda *args: 1 / 0)
+        return await client.get("/v1/models")
+
+    response = scenario(steps)
+
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "internal_error"
+    assert response.headers["x-aqta-trace-id"] in response.json()["error"]["message"]
