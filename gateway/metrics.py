@@ -23,6 +23,11 @@ UPSTREAM_ERRORS = Counter(
 )
 ERRORS = Counter("aqta_errors_total", "Calls answered with an error.", ["code"])
 REDIS_ERRORS = Counter("aqta_redis_errors_total", "Redis operations that failed.")
+DEAD_LETTERS = Counter(
+    "aqta_trace_dead_letters_total",
+    "Trace records that could not be stored and were parked as dead letters.",
+    ["source"],
+)
 
 
 def observe(call, record: dict) -> None:
