@@ -44,7 +44,8 @@ from django.db import (
     close_old_connections,
     transaction,
 )
-from django.db.models import CharField, F, Q, TextField
+from django.db.backends.base.operations import BaseDatabaseOperations
+from django.db.models import CharField, DecimalField, F, Q, TextField
 from django.utils import timezone
 
 from accounts.models import ApiKey
@@ -76,6 +77,19 @@ TRACE_TEXT = {
     f.name: f.max_length
     for f in Trace._meta.concrete_fields
     if isinstance(f, CharField | TextField) and f.name in TRACE_FIELDS and f.name != "id"
+}
+# Numbers are held to the portable column ranges: SQLite would accept a larger one and
+# then fail every read of it; PostgreSQL refuses it. Either way it is for the dead letters.
+TRACE_INTEGERS = {
+    f.name: BaseDatabaseOperations.integer_field_ranges[f.get_internal_type()]
+    for f in Trace._meta.concrete_fields
+    if f.get_internal_type() in BaseDatabaseOperations.integer_field_ranges
+    and f.name in TRACE_FIELDS
+}
+TRACE_DECIMALS = {
+    f.name: Decimal(10) ** (f.max_digits - f.decimal_places)
+    for f in Trace._meta.concrete_fields
+    if isinstance(f, DecimalField)
 }
 EVENT_KIND_LENGTH = GatewayEvent._meta.get_field("kind").max_length
 DEAD_LETTER_ID_LENGTH = TraceDeadLetter._meta.get_field("trace_id").max_length
@@ -121,7 +135,19 @@ def _fit(value: Any, limit: int | None) -> Any:
 
 
 def clean(record: dict) -> dict:
-    """A copy of ``record`` whose text fits the columns it is stored in."""
+    """A copy of ``record`` whose text fits the columns it is stored in.
+
+    Text is repaired (it may come from clients); a number out of its column's range is
+    refused with ValueError, because changing it would falsify what was billed.
+    """
+    for name, (low, high) in TRACE_INTEGERS.items():
+        value = record.get(name)
+        if isinstance(value, int) and not low <= value <= high:
+            raise ValueError(f"{name} = {value} is outside its column's range")
+    for name, bound in TRACE_DECIMALS.items():
+        value = record.get(name)
+        if value is not None and not abs(Decimal(value)) < bound:
+            raise ValueError(f"{name} = {value} is outside its column's range")
     cleaned = dict(record)
     for name, limit in TRACE_TEXT.items():
         if name in cleaned:

@@ -363,6 +363,22 @@ def test_text_longer_than_its_column_is_cut_to_fit(db, key):
     assert event.kind == "k" * 40 and event.data["model"] == "m" * 120
 
 
+def test_a_number_too_large_for_its_column_is_parked_on_every_database(db, key, fresh_alert):
+    # A provider reporting absurd usage: PostgreSQL refuses the row, SQLite would store a
+    # cost that no read could turn back into a Decimal.
+    tokens = trace_record(key, prompt_tokens=9_000_000_000_000_000_016)
+    cost = trace_record(key, cost_eur="234900000000.00002523")
+    fine = trace_record(key)
+
+    assert write_batch([tokens, cost, fine]) == 1
+
+    assert list(Trace.objects.values_list("id", flat=True)) == [uuid.UUID(fine["id"])]
+    errors = dict(TraceDeadLetter.objects.values_list("trace_id", "error"))
+    assert set(errors) == {tokens["id"], cost["id"]}
+    assert "prompt_tokens" in errors[tokens["id"]] and "cost_eur" in errors[cost["id"]]
+    assert UsageCounter.objects.get().requests == 1
+
+
 def test_a_poison_record_is_parked_with_its_error_and_the_rest_is_stored(db, key, fresh_alert):
     first = trace_record(key, prompt_tokens=10, cost_eur="0.001")
     poison = trace_record(key, **POISON)
