@@ -32,8 +32,6 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-# Signals whose default action would end this process without running its clean-up.
-EXIT_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 PR_SET_PDEATHSIG = 1
 
 
@@ -41,6 +39,16 @@ def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
     # uvicorn handles SIGTERM while it serves, then raises it again once it has shut down,
     # for the default action: that would end this process before the mock is stopped.
     raise SystemExit(128 + signum)
+
+
+def _stop_on_hangup(signum: int, frame: FrameType | None) -> None:
+    # A closed terminal: shut down as for SIGTERM (gracefully while uvicorn serves). With
+    # several workers uvicorn takes SIGHUP over and restarts them instead.
+    signal.raise_signal(signal.SIGTERM)
+
+
+# Signals whose default action would end this process without running its clean-up.
+EXIT_HANDLERS = {signal.SIGTERM: _exit_on_signal, signal.SIGHUP: _stop_on_hangup}
 
 
 def _die_with_parent() -> None:
@@ -87,7 +95,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, host: str, port: int, **options) -> None:
         children: list[subprocess.Popen] = []
-        previous = {signum: signal.signal(signum, _exit_on_signal) for signum in EXIT_SIGNALS}
+        previous = {signum: signal.signal(signum, h) for signum, h in EXIT_HANDLERS.items()}
         try:
             self._serve(host, port, children)
         finally:
