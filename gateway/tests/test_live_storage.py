@@ -60,9 +60,7 @@ def _assert_stored_with_the_nul_replaced(trace_id: str) -> None:
     assert trace is not None and trace.model == "x\ufffd"
 
 
-def test_the_in_process_buffer_stores_other_organisations_past_a_poison_call_live(
-    mock, make_key
-):
+def test_the_in_process_buffer_stores_other_organisations_past_a_poison_call_live(mock, make_key):
     secret_a, _ = make_key()
     secret_b, key_b = make_key()
     with run_gateway(mock, redis_url=None) as live:
@@ -73,9 +71,11 @@ def test_the_in_process_buffer_stores_other_organisations_past_a_poison_call_liv
 
         assert wait_for(lambda: _stored(key_b) == (CALLS, CALLS), timeout=15), _stored(key_b)
         letter = wait_for(
-            lambda: TraceDeadLetter.objects.filter(trace_id=absurd.headers["x-aqta-trace-id"])
-            .only("source", "error")
-            .first()
+            lambda: (
+                TraceDeadLetter.objects.filter(trace_id=absurd.headers["x-aqta-trace-id"])
+                .only("source", "error")
+                .first()
+            )
         )
 
     assert letter is not None and letter.source == "local"
