@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import logging
 import socket
+import threading
 import uuid
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -14,7 +15,7 @@ from decimal import Decimal
 import orjson
 import pytest
 import redis.asyncio
-from django.db import connection
+from django.db import close_old_connections, connection
 from prometheus_client import REGISTRY
 
 from accounts.models import ApiKey
@@ -37,8 +38,13 @@ REQUEST = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hel
 @pytest.fixture(autouse=True)
 def _keep_the_test_connection(monkeypatch):
     # write_batch drops stale connections because it runs in a worker thread; inside the
-    # test's transaction that would close the connection the test is using.
-    monkeypatch.setattr("gateway.traces.close_old_connections", lambda: None)
+    # test's transaction that would close the connection the test is using. The buffers'
+    # worker threads keep doing it, or their connections would outlive the test database.
+    def close_unless_the_tests_own() -> None:
+        if threading.current_thread() is not threading.main_thread():
+            close_old_connections()
+
+    monkeypatch.setattr("gateway.traces.close_old_connections", close_unless_the_tests_own)
 
 
 def trace_record(api_key: ApiKey, **changes) -> dict:
@@ -583,6 +589,13 @@ def test_the_stream_parks_unreadable_entries_and_stores_the_rest(
     assert any(letter.payload == "{not json" for letter in letters)
 
 
+def _dead_letters_exist() -> bool:
+    try:
+        return TraceDeadLetter.objects.exists()
+    finally:
+        connection.close()  # this thread's connection: the pool gets it back
+
+
 def test_the_stream_keeps_entries_while_the_database_is_unreachable_and_stores_them_after(
     committed_key, stream_url, fresh_alert
 ):
@@ -595,7 +608,7 @@ def test_the_stream_keeps_entries_while_the_database_is_unreachable_and_stores_t
             with pytest.raises(StorageUnavailable):
                 await buffer.flush_once()
             assert await client.xlen(buffer.stream) == 3
-        assert not await asyncio.to_thread(TraceDeadLetter.objects.exists)
+        assert not await asyncio.to_thread(_dead_letters_exist)
         # The same flusher retries what it holds as soon as the database answers again.
         stored = await buffer.flush_once()
         return stored, await client.xlen(buffer.stream)
