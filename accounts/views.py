@@ -202,6 +202,7 @@ def usage(request: HttpRequest, current: Current) -> HttpResponse:
     if period not in PERIODS:
         period = DEFAULT_PERIOD
     organization = current.organization
+    analytics.rollups_refresh_without_beat()
     context = {
         **month_summary(organization=organization),
         **usage_summary(organization=organization, period=period, now=timezone.now()),

@@ -451,6 +451,9 @@ AQTA_BREAKER_OPEN_SECONDS = envint("AQTA_BREAKER_OPEN_SECONDS", 30)
 AQTA_FLUSH_IN_WORKERS = envbool("AQTA_FLUSH_IN_WORKERS", True)
 # Keys are touched (last_used_at) at most this often, so a busy key is not a write per call.
 AQTA_KEY_TOUCH_INTERVAL_SECONDS = envint("AQTA_KEY_TOUCH_INTERVAL_SECONDS", 60)
+# Bearer token Prometheus presents to scrape /metrics; without one only loopback clients
+# may read it.
+AQTA_METRICS_TOKEN = env("AQTA_METRICS_TOKEN", "") or ""
 
 LOG_LEVEL = env("LOG_LEVEL", "INFO")
 LOGGING = {

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+import json
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
 from django import forms
-from django.contrib import admin
-from django.db.models import Count, Exists, OuterRef, Q
+from django.contrib import admin, messages
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
@@ -21,9 +23,12 @@ from gateway.models import (
     ModelDeployment,
     ProviderEndpoint,
     Trace,
+    TraceDeadLetter,
     TraceStatus,
     UsageCounter,
 )
+from gateway.services import dead_letters_discard, dead_letters_replay
+from gateway.traces import StorageUnavailable
 
 # --- Provider health ----------------------------------------------------------------------
 # The circuit breakers' Redis keys (gateway/breaker.py), per deployment name.
@@ -266,3 +271,73 @@ class GatewayEventAdmin(ReadOnlyAdmin):
     list_filter = ["kind"]
     search_fields = ["organization__name"]
     list_select_related = ["organization"]
+
+
+@admin.register(TraceDeadLetter)
+class TraceDeadLetterAdmin(ReadOnlyAdmin):
+    """Trace records the flusher could not store while others could, with the error.
+
+    Replay them once the cause is gone (a stored one leaves the list); deleting one
+    discards that call's trace for good. Both are audited.
+    """
+
+    list_display = [
+        "created_at",
+        "source",
+        "trace_id",
+        "organization_id",
+        "short_error",
+        "attempts",
+        "last_attempt_at",
+    ]
+    list_filter = ["source"]
+    search_fields = ["trace_id", "organization_id", "error"]
+    date_hierarchy = "created_at"
+    fields = [
+        "created_at",
+        "source",
+        "trace_id",
+        "organization_id",
+        "attempts",
+        "last_attempt_at",
+        "error",
+        "record",
+    ]
+    readonly_fields = ["record"]
+    actions = ["replay"]
+
+    @admin.display(description="Error")
+    def short_error(self, obj: TraceDeadLetter) -> str:
+        return obj.error if len(obj.error) <= 120 else obj.error[:119] + "…"
+
+    @admin.display(description="Record as buffered")
+    def record(self, obj: TraceDeadLetter) -> SafeString:
+        try:
+            text = json.dumps(json.loads(obj.payload), indent=2, sort_keys=True)
+        except ValueError:
+            text = obj.payload  # not JSON: that may be why it is here
+        return format_html('<pre style="white-space: pre-wrap">{}</pre>', text)
+
+    @admin.action(description="Replay selected dead letters", permissions=["delete"])
+    def replay(self, request: HttpRequest, queryset: QuerySet[TraceDeadLetter]) -> None:
+        try:
+            stored, failing = dead_letters_replay(
+                letters=queryset, actor=request.user, request=request
+            )
+        except StorageUnavailable as error:
+            self.message_user(request, f"Nothing can be stored right now: {error}", messages.ERROR)
+            return
+        level = messages.WARNING if failing else messages.SUCCESS
+        self.message_user(
+            request,
+            f"Stored {stored} dead letter(s); {failing} still failing (see their error).",
+            level,
+        )
+
+    def delete_model(self, request: HttpRequest, obj: TraceDeadLetter) -> None:
+        dead_letters_discard(
+            letters=TraceDeadLetter.objects.filter(pk=obj.pk), actor=request.user, request=request
+        )
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[TraceDeadLetter]) -> None:
+        dead_letters_discard(letters=queryset, actor=request.user, request=request)

@@ -21,6 +21,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import BigIntegerField, Count, Min, Q, QuerySet, Sum
 from django.db.models.fields.json import KT
@@ -161,17 +162,22 @@ def rollups_refresh(*, since: datetime | None = None) -> dict[str, Any]:
 
 
 def rollups_refresh_if_stale(*, max_age: timedelta = timedelta(minutes=1)) -> bool:
-    """Refresh unless a refresh started less than ``max_age`` ago; True if it ran.
-
-    For the embedded mode, where no Celery beat runs: reads of analytics call it, so the
-    demo's charts follow its traffic (a steady-state refresh costs milliseconds).
-    """
+    """Refresh unless a refresh started less than ``max_age`` ago; True if it ran."""
     marks = RollupWatermark.objects.filter(name=WATERMARK)
     last = marks.values_list("refreshed_at", flat=True).first()
     if last is not None and timezone.now() - last < max_age:
         return False
     rollups_refresh()
     return True
+
+
+def rollups_refresh_without_beat() -> None:
+    """Where no Celery beat runs (tasks run eagerly: the embedded mode), every read of the
+    rollups (the analytics API, the dashboard's usage page) refreshes them if the last
+    refresh is a minute old, so a call shows within about a minute, as the beat task would
+    make it (a steady-state refresh costs milliseconds)."""
+    if settings.CELERY_TASK_ALWAYS_EAGER:
+        rollups_refresh_if_stale()
 
 
 def _windows(start: datetime) -> Iterator[tuple[datetime, datetime | None]]:

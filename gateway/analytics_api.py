@@ -13,7 +13,6 @@ import uuid
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from django.conf import settings
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 from drf_spectacular.types import OpenApiTypes
@@ -335,8 +334,7 @@ class AnalyticsApi(OrganizationScopedApi):
                 code="invalid_parameter",
                 param="format",
             )
-        if settings.EMBEDDED:
-            analytics.rollups_refresh_if_stale()
+        analytics.rollups_refresh_without_beat()
         self.organization = organization
 
     def handle_exception(self, exc: Exception) -> Response:

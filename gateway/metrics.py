@@ -1,5 +1,9 @@
 """Prometheus metrics. Several server workers are separate processes, so the multiprocess
 mode is used when ``PROMETHEUS_MULTIPROC_DIR`` is set (``make run`` and deployments set it).
+
+Label values come from bounded sets only (catalogue models, statuses, policy and error
+codes, deployment names): a label holding client text would grow a series per distinct
+value and put that text in every scrape.
 """
 
 from __future__ import annotations
@@ -23,10 +27,19 @@ UPSTREAM_ERRORS = Counter(
 )
 ERRORS = Counter("aqta_errors_total", "Calls answered with an error.", ["code"])
 REDIS_ERRORS = Counter("aqta_redis_errors_total", "Redis operations that failed.")
+DEAD_LETTERS = Counter(
+    "aqta_trace_dead_letters_total",
+    "Trace records that could not be stored and were parked as dead letters.",
+    ["source"],
+)
+
+
+UNKNOWN_MODEL = "unknown"
 
 
 def observe(call, record: dict) -> None:
-    model = record["model"] or "-"
+    # The catalogue's model id (an alias counts as its model), never the requested name.
+    model = call.model.model_id if call.model is not None else UNKNOWN_MODEL
     REQUESTS.labels(model, record["status"], str(record["http_status"])).inc()
     LATENCY.labels("true" if record["stream"] else "false").observe(record["latency_ms"] / 1000)
     if record["prompt_tokens"]:

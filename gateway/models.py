@@ -251,3 +251,40 @@ class RollupWatermark(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name}: {self.refreshed_at}"
+
+
+# --- Dead letters (written by gateway.traces when a record cannot be stored) -----------------
+
+
+class DeadLetterSource(models.TextChoices):
+    STREAM = "stream", "Redis stream"
+    LOCAL = "local", "In-process buffer"
+
+
+class TraceDeadLetter(models.Model):
+    """A buffered trace record the flusher could not store while other records could.
+
+    It is parked here, with the error, instead of blocking every record behind it. The
+    payload is the record as buffered (JSON text: it may hold what a JSON column would
+    refuse, such as NUL); the organisation and trace ids are plain text because either may
+    no longer exist, or never have.
+    """
+
+    created_at = models.DateTimeField(db_index=True)
+    last_attempt_at = models.DateTimeField()
+    attempts = models.PositiveIntegerField(default=1)
+    source = models.CharField(max_length=10, choices=DeadLetterSource.choices)
+    trace_id = models.CharField(max_length=64, blank=True, db_index=True)
+    organization_id = models.CharField(max_length=64, blank=True)
+    error = models.TextField()
+    payload = models.TextField()
+    # The same entry parked twice (a flusher stopped between parking and acknowledging it)
+    # stays one row.
+    payload_sha256 = models.CharField(max_length=64, unique=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "trace dead letter"
+
+    def __str__(self) -> str:
+        return f"dead letter {self.trace_id or self.pk} ({self.source})"

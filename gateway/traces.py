@@ -7,25 +7,58 @@
   (a crash loses at most that much).
 
 Writing a batch is idempotent: traces already stored are skipped, and usage is counted
-only for traces inserted by that batch.
+only for traces inserted by that batch, in the same transaction.
+
+What is stored is cleaned first (NUL characters replaced, text cut to its column), since
+some of it comes from clients. A record that still cannot be stored must not hold up the
+others: when a batch fails, its records are written one by one, and those that fail on
+their own while a known-good trace can be written are parked as dead letters
+(``TraceDeadLetter``, in the admin), counted in ``aqta_trace_dead_letters_total`` and
+reported in the log once per process. When nothing can be written (the database is down
+or refuses writes) nothing is parked: the batch stays in the buffer and is retried.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import os
 import socket
+import threading
+import time
+import uuid
 from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from typing import Any
 
 import orjson
-from django.db import IntegrityError, close_old_connections, transaction
-from django.db.models import F, Q
+from django.db import (
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    close_old_connections,
+    transaction,
+)
+from django.db.backends.base.operations import BaseDatabaseOperations
+from django.db.models import CharField, DecimalField, F, Q, TextField
+from django.utils import timezone
 
 from accounts.models import ApiKey
-from gateway.models import GatewayEvent, Trace, TraceContent, UsageCounter
+from gateway.metrics import DEAD_LETTERS
+from gateway.models import (
+    DeadLetterSource,
+    GatewayEvent,
+    Trace,
+    TraceContent,
+    TraceDeadLetter,
+    TraceStatus,
+    UsageCounter,
+)
 
 logger = logging.getLogger("aqta.gateway.traces")
 
@@ -35,42 +68,190 @@ FLUSH_INTERVAL = 1.0
 BATCH = 1000
 CLAIM_IDLE_MS = 30_000
 STREAM_MAXLEN = 2_000_000
+# During an outage the flusher retries every FLUSH_INTERVAL but says so only this often.
+FAILURE_LOG_INTERVAL = 60.0
 
 TRACE_FIELDS = {f.name for f in Trace._meta.concrete_fields} - {"organization", "api_key"}
+# The widths of the text columns a record fills (None: unbounded).
+TRACE_TEXT = {
+    f.name: f.max_length
+    for f in Trace._meta.concrete_fields
+    if isinstance(f, CharField | TextField) and f.name in TRACE_FIELDS and f.name != "id"
+}
+# Numbers are held to the portable column ranges: SQLite would accept a larger one and
+# then fail every read of it; PostgreSQL refuses it. Either way it is for the dead letters.
+TRACE_INTEGERS = {
+    f.name: BaseDatabaseOperations.integer_field_ranges[f.get_internal_type()]
+    for f in Trace._meta.concrete_fields
+    if f.get_internal_type() in BaseDatabaseOperations.integer_field_ranges
+    and f.name in TRACE_FIELDS
+}
+TRACE_DECIMALS = {
+    f.name: Decimal(10) ** (f.max_digits - f.decimal_places)
+    for f in Trace._meta.concrete_fields
+    if isinstance(f, DecimalField)
+}
+EVENT_KIND_LENGTH = GatewayEvent._meta.get_field("kind").max_length
+DEAD_LETTER_ID_LENGTH = TraceDeadLetter._meta.get_field("trace_id").max_length
+ERROR_LENGTH = 4000
+# PostgreSQL refuses NUL in text and JSON; U+FFFD keeps a visible mark of where it was.
+NUL = "\x00"
+REPLACEMENT = "\ufffd"
 
 
-def write_batch(records: list[dict]) -> int:
-    """Store traces, content, events, usage and key last-use (sync; off the event loop).
+class StorageUnavailable(Exception):
+    """Nothing can be stored right now (the database is down or refuses writes).
 
-    A record that cannot be stored (its organisation was deleted meanwhile) is dropped
-    with a log line instead of blocking the whole batch forever.
+    The caller keeps the records and retries: parking them would turn an outage into a
+    heap of dead letters.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """A buffered entry that is not a trace record at all (e.g. not JSON)."""
+
+    payload: str
+    error: str
+
+
+# --- Cleaning ---------------------------------------------------------------------------------
+
+
+def _fit(value: Any, limit: int | None) -> Any:
+    """Text as the database takes it: no NUL, no lone surrogate, at most ``limit`` long."""
+    if not isinstance(value, str):
+        return value
+    if NUL in value:
+        value = value.replace(NUL, REPLACEMENT)
+    if limit is not None and len(value) > limit:
+        value = value[:limit]
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:  # a lone surrogate cannot be sent as UTF-8
+            value = value.encode(errors="replace").decode()
+    return value
+
+
+def clean(record: dict) -> dict:
+    """A copy of ``record`` whose text fits the columns it is stored in.
+
+    Text is repaired (it may come from clients); a number out of its column's range is
+    refused with ValueError, because changing it would falsify what was billed.
+    """
+    for name, (low, high) in TRACE_INTEGERS.items():
+        value = record.get(name)
+        if isinstance(value, int) and not low <= value <= high:
+            raise ValueError(f"{name} = {value} is outside its column's range")
+    for name, bound in TRACE_DECIMALS.items():
+        value = record.get(name)
+        if value is not None and not abs(Decimal(value)) < bound:
+            raise ValueError(f"{name} = {value} is outside its column's range")
+    cleaned = dict(record)
+    for name, limit in TRACE_TEXT.items():
+        if name in cleaned:
+            cleaned[name] = _fit(cleaned[name], limit)
+    if "event" in cleaned:
+        cleaned["event"] = _fit(cleaned["event"], EVENT_KIND_LENGTH)
+    content = cleaned.get("content")
+    if isinstance(content, dict):
+        cleaned["content"] = {name: _fit(text, None) for name, text in content.items()}
+    return cleaned
+
+
+# --- Writing ----------------------------------------------------------------------------------
+
+
+def write_batch(
+    records: list[dict],
+    *,
+    source: str = DeadLetterSource.LOCAL,
+    unreadable: Iterable[Unreadable] = (),
+) -> int:
+    """Store traces, content, events, usage and key last-use (sync; off the event loop);
+    returns how many traces were inserted.
+
+    Records that cannot be stored while others can, and ``unreadable`` entries, are
+    parked as dead letters. Raises StorageUnavailable when nothing can be stored now.
     """
     close_old_connections()
     try:
-        try:
-            return _write(records)
-        except IntegrityError:
-            stored = 0
-            for record in records:
-                try:
-                    stored += _write([record])
-                except IntegrityError:
-                    logger.warning(
-                        "dropping trace %s: its organisation or key is gone", record["id"]
-                    )
-            return stored
+        stored, failures = _store_isolating(records)
+        parked = [(_record_text(record), record, _describe(error)) for record, error in failures]
+        parked += [(entry.payload, None, entry.error) for entry in unreadable]
+        if parked:
+            _park(parked, source)
+        return stored
     finally:
         close_old_connections()
+
+
+def _store_isolating(records: list) -> tuple[int, list[tuple[Any, Exception]]]:
+    """(traces inserted, [(record, error)] of the records that failed on their own).
+
+    The normal case is one batch write; only a failed batch is retried record by record.
+    """
+    try:
+        return _write([clean(r) for r in records]), []
+    except Exception as error:
+        if not _storage_works():
+            raise StorageUnavailable(_describe(error)) from error
+    stored = 0
+    failures: list[tuple[Any, Exception]] = []
+    for record in records:
+        try:
+            stored += _write_alone(record)
+        except Exception as error:
+            failures.append((record, error))
+    # The database may have gone away while the records were tried.
+    if failures and not _storage_works():
+        raise StorageUnavailable(_describe(failures[0][1]))
+    return stored, failures
+
+
+def _write_alone(record: Any) -> int:
+    if not isinstance(record, dict):
+        raise TypeError(f"a trace record is a JSON object, not {type(record).__name__}")
+    try:
+        return _write([clean(record)])
+    except (OperationalError, InterfaceError):
+        # A deadlock, a serialisation failure or a dropped connection: worth one more try.
+        close_old_connections()
+        return _write([clean(record)])
+
+
+def _storage_works() -> bool:
+    """Whether a known-good trace can be written right now (it is rolled back at once).
+
+    This is what tells a poison record (it fails while this succeeds) from an outage
+    (this fails too: a database that is down, read-only, or missing the table).
+    """
+    probe = Trace(
+        id=uuid.uuid4(),
+        created_at=timezone.now(),
+        organization_id=uuid.uuid4(),  # foreign keys are checked at commit, never reached
+        status=TraceStatus.PASSED,
+        http_status=200,
+    )
+    try:
+        with transaction.atomic():
+            Trace.objects.bulk_create([probe])
+            transaction.set_rollback(True)
+    except Exception:
+        close_old_connections()
+        return False
+    return True
 
 
 def _write(records: list[dict]) -> int:
     unique = list({r["id"]: r for r in records}.values())
     ids = [r["id"] for r in unique]
-    existing = {str(i) for i in Trace.objects.filter(id__in=ids).values_list("id", flat=True)}
-    fresh = [r for r in unique if r["id"] not in existing]
-    if not fresh:
-        return 0
     with transaction.atomic():
+        existing = {str(i) for i in Trace.objects.filter(id__in=ids).values_list("id", flat=True)}
+        fresh = [r for r in unique if r["id"] not in existing]
+        if not fresh:
+            return 0
         # No ignore_conflicts: if another flusher stored one of these meanwhile, the whole
         # batch rolls back and is retried record by record, so usage is counted once.
         Trace.objects.bulk_create([_trace(r) for r in fresh])
@@ -101,7 +282,7 @@ def _write(records: list[dict]) -> int:
             ]
         )
         _count_usage(fresh)
-    _touch_keys(fresh)
+        _touch_keys(fresh)
     return len(fresh)
 
 
@@ -130,7 +311,9 @@ def _count_usage(records: list[dict]) -> None:
         row[1] += r["prompt_tokens"]
         row[2] += r["completion_tokens"]
         row[3] += Decimal(r["cost_eur"])
-    for (org_id, key_id, month), (requests, prompt, completion, cost) in totals.items():
+    # Rows are updated in one order by every flusher, so two of them cannot deadlock.
+    for org_id, key_id, month in sorted(totals, key=lambda k: (str(k[0]), str(k[1]), k[2])):
+        requests, prompt, completion, cost = totals[(org_id, key_id, month)]
         increments = {
             "requests": F("requests") + requests,
             "prompt_tokens": F("prompt_tokens") + prompt,
@@ -158,11 +341,130 @@ def _touch_keys(records: list[dict]) -> None:
     for r in records:
         if r.get("key_id"):
             latest[r["key_id"]] = max(latest.get(r["key_id"], 0), r["ts"])
-    for key_id, ts in latest.items():
-        when = datetime.fromtimestamp(ts, UTC)
+    for key_id in sorted(latest, key=str):
+        when = datetime.fromtimestamp(latest[key_id], UTC)
         ApiKey.objects.filter(
             Q(last_used_at__isnull=True) | Q(last_used_at__lt=when), pk=key_id
         ).update(last_used_at=when)
+
+
+# --- Dead letters ---------------------------------------------------------------------------
+
+_dead_letter_alerted = False
+_alert_lock = threading.Lock()
+
+
+def _describe(error: BaseException) -> str:
+    return _fit(f"{type(error).__name__}: {error}", ERROR_LENGTH)
+
+
+def _record_text(record: Any) -> str:
+    """The record as JSON text; NUL stays escaped (``\\u0000``), which a text column takes."""
+    try:
+        return orjson.dumps(record).decode()
+    except TypeError:  # e.g. a lone surrogate, which orjson refuses and json escapes
+        return json.dumps(record, default=str)
+
+
+def _park(items: list[tuple[str, Any, str]], source: str) -> None:
+    """Store (payload, record or None, error) as dead letters; StorageUnavailable if not."""
+    now = timezone.now()
+    letters = []
+    for payload, record, error in items:
+        fields = record if isinstance(record, dict) else {}
+        letters.append(
+            TraceDeadLetter(
+                created_at=now,
+                last_attempt_at=now,
+                source=source,
+                trace_id=_fit(str(fields.get("id") or ""), DEAD_LETTER_ID_LENGTH),
+                organization_id=_fit(str(fields.get("org_id") or ""), DEAD_LETTER_ID_LENGTH),
+                error=error,
+                payload=_fit(payload, None),
+                payload_sha256=hashlib.sha256(payload.encode(errors="replace")).hexdigest(),
+            )
+        )
+    try:
+        with transaction.atomic():
+            TraceDeadLetter.objects.bulk_create(letters, ignore_conflicts=True)
+    except Exception as error:
+        close_old_connections()
+        raise StorageUnavailable(f"dead letters could not be written: {error}") from error
+    DEAD_LETTERS.labels(source).inc(len(letters))
+    _alert(letters[0])
+
+
+def _alert(letter: TraceDeadLetter) -> None:
+    """An ERROR the first time in this process; after that the metric tells the count."""
+    global _dead_letter_alerted
+    with _alert_lock:
+        first, _dead_letter_alerted = not _dead_letter_alerted, True
+    if first:
+        logger.error(
+            "a trace record could not be stored and was parked as a dead letter (trace %s: "
+            "%s). Further dead letters are counted in aqta_trace_dead_letters_total, not "
+            "logged; the admin lists them under Trace dead letters.",
+            letter.trace_id or "?",
+            letter.error,
+        )
+    else:
+        logger.debug("trace %s parked as a dead letter: %s", letter.trace_id, letter.error)
+
+
+def dead_letters_replay(letters: Iterable[TraceDeadLetter]) -> tuple[int, int]:
+    """Try parked records again: (stored, still failing).
+
+    A record stored now, or whose trace exists by now, leaves the list; one that still
+    fails keeps its row with the new error and one more attempt. Raises
+    StorageUnavailable when nothing can be stored at the moment.
+    """
+    readable: list[tuple[TraceDeadLetter, Any]] = []
+    failing: list[tuple[TraceDeadLetter, str]] = []
+    for letter in letters:
+        try:
+            readable.append((letter, orjson.loads(letter.payload)))
+        except orjson.JSONDecodeError as error:
+            failing.append((letter, _describe(error)))
+    _, failures = _store_isolating([record for _, record in readable])
+    errors = {id(record): _describe(error) for record, error in failures}
+    done = [letter.pk for letter, record in readable if id(record) not in errors]
+    failing += [(letter, errors[id(record)]) for letter, record in readable if id(record) in errors]
+    now = timezone.now()
+    with transaction.atomic():
+        TraceDeadLetter.objects.filter(pk__in=done).delete()
+        for letter, error in failing:
+            TraceDeadLetter.objects.filter(pk=letter.pk).update(
+                error=error, attempts=F("attempts") + 1, last_attempt_at=now
+            )
+    return len(done), len(failing)
+
+
+# --- Buffers ----------------------------------------------------------------------------------
+
+
+class _FailureLog:
+    """Logs a run of failures when it starts and then every FAILURE_LOG_INTERVAL, not on
+    every retry, and says when it ended."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.since: float | None = None
+        self.logged = 0.0
+
+    def failed(self, error: BaseException) -> None:
+        now = time.monotonic()
+        if self.since is None:
+            self.since = now
+        if now - self.logged >= FAILURE_LOG_INTERVAL:
+            self.logged = now
+            logger.error("%s: %s; retrying", self.what, _describe(error))
+
+    def recovered(self) -> None:
+        if self.since is not None:
+            elapsed = time.monotonic() - self.since
+            logger.warning("%s: working again after %.0f s", self.what, elapsed)
+            self.since = None
+            self.logged = 0.0
 
 
 class LocalBuffer:
@@ -170,6 +472,7 @@ class LocalBuffer:
 
     def __init__(self) -> None:
         self.items: list[dict] = []
+        self.failures = _FailureLog("trace flush failed, records kept for the next try")
 
     def add(self, record: dict) -> None:
         self.items.append(record)
@@ -182,11 +485,13 @@ class LocalBuffer:
             return 0
         batch, self.items = self.items, []
         try:
-            return await asyncio.to_thread(write_batch, batch)
-        except Exception:
-            logger.exception("trace flush failed; %d records kept for the next try", len(batch))
+            stored = await asyncio.to_thread(write_batch, batch, source=DeadLetterSource.LOCAL)
+        except Exception as error:
+            self.failures.failed(error)
             self.items[:0] = batch
             return 0
+        self.failures.recovered()
+        return stored
 
     async def run(self, stop: asyncio.Event, consume: bool = True) -> None:
         while not stop.is_set():
@@ -201,14 +506,18 @@ class LocalBuffer:
 class RedisBuffer:
     """Production: a Redis stream read by every worker's flusher in one consumer group."""
 
-    def __init__(self, client, reader) -> None:
+    def __init__(self, client, reader, stream: str = STREAM) -> None:
         self.client = client
         self.reader = reader  # blocking reads, with a socket timeout above the block time
+        self.stream = stream
         self.consumer = f"{socket.gethostname()}-{os.getpid()}"
         self.fallback = LocalBuffer()
+        # Entries this consumer read but could not store yet: retried before new ones.
+        self.holding = False
+        self.failures = _FailureLog("trace flusher")
 
     def pipeline_add(self, pipe, record: dict) -> None:
-        pipe.xadd(STREAM, {"d": orjson.dumps(record)}, maxlen=STREAM_MAXLEN, approximate=True)
+        pipe.xadd(self.stream, {"d": orjson.dumps(record)}, maxlen=STREAM_MAXLEN, approximate=True)
 
     def add_local(self, record: dict) -> None:
         """When Redis is down the record is written from this process instead."""
@@ -216,7 +525,7 @@ class RedisBuffer:
 
     async def ensure_group(self) -> None:
         try:
-            await self.client.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+            await self.client.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
         except Exception as error:  # BUSYGROUP: it exists already
             if "BUSYGROUP" not in str(error):
                 raise
@@ -224,18 +533,35 @@ class RedisBuffer:
     async def _store(self, entries) -> None:
         if not entries:
             return
-        records = [orjson.loads(fields[b"d"]) for _, fields in entries]
-        await asyncio.to_thread(write_batch, records)
+        records: list[dict] = []
+        unreadable: list[Unreadable] = []
+        for _, fields in entries:
+            if not fields:
+                continue  # deleted after it was read: only the acknowledgement is missing
+            record, problem = _parse(fields)
+            if problem is None:
+                records.append(record)
+            else:
+                unreadable.append(problem)
+        try:
+            await asyncio.to_thread(
+                write_batch, records, source=DeadLetterSource.STREAM, unreadable=unreadable
+            )
+        except Exception:
+            self.holding = True
+            raise
         ids = [entry_id for entry_id, _ in entries]
         async with self.client.pipeline(transaction=False) as pipe:
-            pipe.xack(STREAM, GROUP, *ids)
-            pipe.xdel(STREAM, *ids)
+            pipe.xack(self.stream, GROUP, *ids)
+            pipe.xdel(self.stream, *ids)
             await pipe.execute()
 
     async def flush_once(self, block_ms: int | None = None) -> int:
         """Store up to BATCH waiting entries; returns how many there were."""
+        if self.holding:
+            return await self._retry_held()
         reply = await self.reader.xreadgroup(
-            GROUP, self.consumer, {STREAM: ">"}, count=BATCH, block=block_ms
+            GROUP, self.consumer, {self.stream: ">"}, count=BATCH, block=block_ms
         )
         count = 0
         for _, entries in reply or []:
@@ -243,9 +569,18 @@ class RedisBuffer:
             count += len(entries)
         return count
 
+    async def _retry_held(self) -> int:
+        """This consumer's pending entries (id 0 reads them), before anything new."""
+        reply = await self.client.xreadgroup(GROUP, self.consumer, {self.stream: "0"}, count=BATCH)
+        entries = [entry for _, batch in reply or [] for entry in batch]
+        await self._store(entries)
+        if len(entries) < BATCH:
+            self.holding = False
+        return len(entries)
+
     async def claim_abandoned(self) -> None:
         _, entries, *_ = await self.client.xautoclaim(
-            STREAM, GROUP, self.consumer, min_idle_time=CLAIM_IDLE_MS, count=BATCH
+            self.stream, GROUP, self.consumer, min_idle_time=CLAIM_IDLE_MS, count=BATCH
         )
         await self._store([e for e in entries if e and e[1]])
 
@@ -264,6 +599,7 @@ class RedisBuffer:
                 cycles += 1
                 if cycles % 30 == 1:
                     await self.claim_abandoned()
+                self.failures.recovered()
                 if stored < BATCH:
                     # Batch up: a write per trace would cost more than the calls it records.
                     try:
@@ -275,8 +611,9 @@ class RedisBuffer:
             except Exception as error:
                 if "NOGROUP" in str(error):  # the stream was deleted (e.g. Redis flushed)
                     grouped = False
+                    self.holding = False
                     continue
-                logger.error("trace flusher: %s; retrying", error)
+                self.failures.failed(error)
                 await asyncio.sleep(FLUSH_INTERVAL)
             await self.fallback.flush_once()
         try:
@@ -284,3 +621,22 @@ class RedisBuffer:
         except Exception:
             logger.exception("trace flusher: final flush failed; entries stay in the stream")
         await self.fallback.flush_once()
+
+
+def _parse(fields: dict) -> tuple[dict, None] | tuple[None, Unreadable]:
+    """A stream entry's record, or why it is not one."""
+    data = fields.get(b"d")
+    if data is None:
+        text = {_bytes_text(k): _bytes_text(v) for k, v in fields.items()}
+        return None, Unreadable(_record_text(text), "the entry has no 'd' field")
+    try:
+        record = orjson.loads(data)
+    except orjson.JSONDecodeError as error:
+        return None, Unreadable(_bytes_text(data), _describe(error))
+    if not isinstance(record, dict):
+        return None, Unreadable(_bytes_text(data), "the entry is not a JSON object")
+    return record, None
+
+
+def _bytes_text(value: bytes) -> str:
+    return _fit(value.decode(errors="replace"), None)

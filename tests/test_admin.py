@@ -20,6 +20,7 @@ from accounts.services import api_key_create, api_key_revoke
 from accounts.tests.factories import PASSWORD, UserFactory
 from billing.models import Tier
 from compliance.models import AuditEvent
+from gateway.tests.dead_letter_data import dead_letter
 
 # Our own apps: each of their admin pages must be exercised on a real object.
 OUR_APPS = {"accounts", "billing", "compliance", "gateway"}
@@ -83,7 +84,13 @@ def _gateway_objects(org, key) -> None:
 
     from billing.models import LanguageModel, ModelAlias
     from gateway import crypto
-    from gateway.models import GatewayEvent, ModelDeployment, ProviderEndpoint, Trace, UsageCounter
+    from gateway.models import (
+        GatewayEvent,
+        ModelDeployment,
+        ProviderEndpoint,
+        Trace,
+        UsageCounter,
+    )
 
     mini = LanguageModel.objects.get(model_id="gpt-4o-mini")
     ModelAlias.objects.create(alias="mini", model=mini)
@@ -109,6 +116,7 @@ def _gateway_objects(org, key) -> None:
     GatewayEvent.objects.create(
         organization=org, kind="loop_detected", trace=trace, created_at=timezone.now()
     )
+    dead_letter(org, key, latency_ms="slow")
 
 
 @pytest.mark.parametrize("model", REGISTERED, ids=lambda m: m._meta.label)
@@ -282,6 +290,63 @@ def test_audit_events_cannot_be_deleted(admin_client, org):
         {"action": "delete_selected", "_selected_action": [event.pk], "post": "yes"},
     )
     assert AuditEvent.objects.filter(pk=event.pk).exists()
+
+
+# --- Trace dead letters ------------------------------------------------------------------------
+
+
+def test_dead_letters_are_read_only_and_show_the_record_escaped(admin_client, org, api_key):
+    from gateway.models import TraceDeadLetter
+
+    letter = dead_letter(org, api_key[0], model="<script>alert(1)</script>")
+    url = _url(TraceDeadLetter, "change", letter.pk)
+
+    page = admin_client.get(url).content.decode()
+
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>alert" not in page
+    assert "expected a number but got" in page
+    assert 'name="_save"' not in page
+    assert admin_client.post(url, {"error": "edited"}).status_code == 403
+    assert admin_client.get(_url(TraceDeadLetter, "add")).status_code == 403
+
+
+def test_replaying_dead_letters_stores_what_now_fits_and_audits_it(
+    admin_client, superuser, org, api_key
+):
+    from gateway.models import Trace, TraceDeadLetter, UsageCounter
+
+    fixed = dead_letter(org, api_key[0])  # whatever failed it is gone by now
+    broken = dead_letter(org, api_key[0], latency_ms="slow")
+
+    response = admin_client.post(
+        _url(TraceDeadLetter, "changelist"),
+        {"action": "replay", "_selected_action": [fixed.pk, broken.pk]},
+        follow=True,
+    )
+
+    assert "Stored 1 dead letter(s); 1 still failing" in response.content.decode()
+    assert Trace.objects.filter(id=fixed.trace_id).exists()
+    assert UsageCounter.objects.get(organization=org).requests == 1
+    assert list(TraceDeadLetter.objects.values_list("pk", "attempts")) == [(broken.pk, 2)]
+    event = AuditEvent.objects.get(action="trace_dead_letters.replayed")
+    assert event.actor == superuser
+    assert event.data["stored"] == 1 and event.data["still_failing"] == 1
+
+
+def test_deleting_dead_letters_discards_them_and_audits_it(admin_client, superuser, org, api_key):
+    from gateway.models import TraceDeadLetter
+
+    letters = [dead_letter(org, api_key[0]) for _ in range(2)]
+
+    admin_client.post(
+        _url(TraceDeadLetter, "changelist"),
+        {"action": "delete_selected", "_selected_action": [x.pk for x in letters], "post": "yes"},
+    )
+
+    assert not TraceDeadLetter.objects.exists()
+    event = AuditEvent.objects.get(action="trace_dead_letters.discarded")
+    assert event.actor == superuser and event.data["discarded"] == 2
+    assert set(event.data["trace_ids"]) == {x.trace_id for x in letters}
 
 
 def test_anonymous_visitors_are_sent_to_the_allauth_login(client, db):

@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+import time_machine
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.test import Client, RequestFactory
@@ -292,6 +293,29 @@ def test_the_usage_page_shows_quota_budget_and_rate_limit(client, org, usage_dat
     assert 'id="quota-status"' in text and "1,000,000" in text
     assert 'id="budget-status"' in text and "€1.00 budget" in text
     assert 'id="rate-limit-status"' in text
+
+
+def test_without_a_beat_the_usage_page_shows_a_call_within_about_a_minute(
+    client, org, api_key, settings
+):
+    # Tasks run eagerly (the embedded mode): no Celery beat refreshes the rollups.
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+
+    def usage_page() -> str:
+        return _text(client.get(reverse("dashboard:usage"), {"period": "24h"}))
+
+    with time_machine.travel(timezone.now(), tick=False) as clock:
+        assert 'data-testid="usage-empty"' in usage_page()
+        clock.shift(timedelta(seconds=1))
+        _trace(org, api_key[0], created_at=timezone.now())  # the flusher stores a call
+        clock.shift(timedelta(seconds=5))
+        assert 'data-testid="usage-empty"' in usage_page()  # summarised at most once a minute
+        clock.shift(timedelta(seconds=55))
+
+        text = usage_page()
+
+    assert 'data-testid="usage-empty"' not in text
+    assert re.search(r'id="usage-total-requests"[^>]*>1<', text)
 
 
 def test_the_usage_page_falls_back_to_the_default_period(client):

@@ -79,6 +79,7 @@ class LiveGateway:
     process: subprocess.Popen
     redis_url: str | None
     mock: MockServer
+    environment: dict[str, str]  # the gateway's, for processes that run beside it
 
     @property
     def base_url(self) -> str:
@@ -134,7 +135,9 @@ def run_gateway(mock: MockServer, *, workers: int = 1, redis_url: str | None, **
             if time.monotonic() > deadline:
                 raise RuntimeError("the gateway did not start within 30 s")
             time.sleep(0.1)
-        yield LiveGateway(url=url, process=process, redis_url=redis_url, mock=mock)
+        yield LiveGateway(
+            url=url, process=process, redis_url=redis_url, mock=mock, environment=environment
+        )
     finally:
         process.terminate()
         try:

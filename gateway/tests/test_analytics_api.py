@@ -207,7 +207,7 @@ def test_costs_default_to_this_month(key_client, traffic):
 
 
 def test_embedded_reads_refresh_stale_rollups_as_no_beat_runs(key_client, org, api_key, settings):
-    settings.EMBEDDED = True
+    settings.CELERY_TASK_ALWAYS_EAGER = True  # no broker, hence no beat
     store(make_trace(org, api_key[0], timezone.now() - timedelta(minutes=1)))
 
     assert key_client.get(COSTS).json()["total"]["requests"] == 1
@@ -216,7 +216,7 @@ def test_embedded_reads_refresh_stale_rollups_as_no_beat_runs(key_client, org, a
 
 
 def test_with_celery_beat_reads_leave_the_rollups_to_it(key_client, org, api_key, settings):
-    settings.EMBEDDED = False
+    settings.CELERY_TASK_ALWAYS_EAGER = False
     store(make_trace(org, api_key[0], timezone.now() - timedelta(minutes=1)))
 
     assert key_client.get(COSTS).json()["total"]["requests"] == 0

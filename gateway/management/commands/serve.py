@@ -1,18 +1,22 @@
 """Serve Aqta with uvicorn (a production ASGI server), as ``make run`` does.
 
 Without ``OPENAI_API_KEY`` the OpenAI models are routed to the built-in mock provider,
-started here on a loopback port, so the demo works offline; the log says so.
+started here on a loopback port, so the demo works offline; the log says so. However the
+server ends (a signal, an error, a port already taken), the mock provider ends with it.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from types import FrameType
 
 import uvicorn
 from django.conf import settings
@@ -26,6 +30,47 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
+    # uvicorn handles SIGTERM while it serves, then raises it again once it has shut down,
+    # for the default action: that would end this process before the mock is stopped.
+    raise SystemExit(128 + signum)
+
+
+def _stop_on_hangup(signum: int, frame: FrameType | None) -> None:
+    # A closed terminal: shut down as for SIGTERM (gracefully while uvicorn serves). With
+    # several workers uvicorn takes SIGHUP over and restarts them instead.
+    signal.raise_signal(signal.SIGTERM)
+
+
+# Signals whose default action would end this process without running its clean-up.
+EXIT_HANDLERS = {signal.SIGTERM: _exit_on_signal, signal.SIGHUP: _stop_on_hangup}
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: be sent SIGTERM when the parent dies, even by SIGKILL."""
+    if sys.platform != "linux":
+        return
+    parent = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+
+
+def _stop(children: list[subprocess.Popen]) -> None:
+    for child in children:
+        if child.poll() is None:
+            child.terminate()
+    for child in children:
+        try:
+            child.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
 
 
 def _wait(port: int, timeout: float = 10.0) -> None:
@@ -49,7 +94,16 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=8000)
 
     def handle(self, *args, host: str, port: int, **options) -> None:
-        mock = None
+        children: list[subprocess.Popen] = []
+        previous = {signum: signal.signal(signum, h) for signum, h in EXIT_HANDLERS.items()}
+        try:
+            self._serve(host, port, children)
+        finally:
+            _stop(children)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def _serve(self, host: str, port: int, children: list[subprocess.Popen]) -> None:
         unset = [
             name
             for name in MOCK_PATHS
@@ -57,8 +111,11 @@ class Command(BaseCommand):
         ]
         if unset:
             mock_port = _free_port()
-            mock = subprocess.Popen(  # noqa: S603
-                [sys.executable, "-m", "gateway.mock_provider", "--port", str(mock_port)]
+            children.append(
+                subprocess.Popen(  # noqa: S603
+                    [sys.executable, "-m", "gateway.mock_provider", "--port", str(mock_port)],
+                    preexec_fn=_die_with_parent,  # safe: no thread runs yet
+                )
             )
             _wait(mock_port)
             for name in unset:
@@ -73,17 +130,12 @@ class Command(BaseCommand):
         metrics_dir.mkdir(parents=True)
         os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(metrics_dir))
         workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
-        try:
-            uvicorn.run(
-                "aqta.asgi:application",
-                host=host,
-                port=port,
-                workers=workers,
-                lifespan="on",
-                access_log=False,
-                proxy_headers=True,
-            )
-        finally:
-            if mock is not None:
-                mock.terminate()
-                mock.wait(timeout=5)
+        uvicorn.run(
+            "aqta.asgi:application",
+            host=host,
+            port=port,
+            workers=workers,
+            lifespan="on",
+            access_log=False,
+            proxy_headers=True,
+        )
