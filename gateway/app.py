@@ -43,6 +43,7 @@ logger = logging.getLogger("aqta.gateway")
 
 INVALID_KEY = AqtaError("Invalid API key provided.", status=401, code="invalid_api_key")
 DEFAULT_COMPLETION_ESTIMATE = 512
+MAX_SETTLE_UNITS = 2**53  # about 90 million EUR: far above any real call
 VERDICT_ERRORS = {
     policy.QUOTA: ("quota_exceeded", 402, "Monthly request quota exhausted for this organisation."),
     policy.BUDGET_ORG: (
@@ -699,7 +700,9 @@ class Gateway:
             call.usage, call.cost_eur = Usage(), Decimal(0)
         record = self.trace_record(call)
         metrics.observe(call, record)
-        actual = math.ceil(call.cost_eur * policy.EUR_UNITS)
+        # Absurd usage reported upstream must not overflow Redis's 64-bit counters (the
+        # trace itself is parked by the flusher as a record that cannot be stored).
+        actual = min(math.ceil(call.cost_eur * policy.EUR_UNITS), MAX_SETTLE_UNITS)
         refund = call.status == "error" and call.ask is not None
         try:
             if self.redis is not None:
