@@ -49,6 +49,7 @@ from django.db.models import CharField, DecimalField, F, Q, TextField
 from django.utils import timezone
 
 from accounts.models import ApiKey
+from gateway import trace_ids
 from gateway.metrics import DEAD_LETTERS
 from gateway.models import (
     DeadLetterSource,
@@ -116,6 +117,12 @@ class Unreadable:
 
 
 # --- Cleaning ---------------------------------------------------------------------------------
+
+
+def _public_id(value: object) -> str:
+    """The trace id as users see it (``tr_…``); whatever was there if it is not one."""
+    parsed = trace_ids.parse(value)
+    return trace_ids.public(parsed) if parsed is not None else str(value or "")
 
 
 def _fit(value: Any, limit: int | None) -> Any:
@@ -377,7 +384,7 @@ def _park(items: list[tuple[str, Any, str]], source: str) -> None:
                 created_at=now,
                 last_attempt_at=now,
                 source=source,
-                trace_id=_fit(str(fields.get("id") or ""), DEAD_LETTER_ID_LENGTH),
+                trace_id=_fit(_public_id(fields.get("id")), DEAD_LETTER_ID_LENGTH),
                 organization_id=_fit(str(fields.get("org_id") or ""), DEAD_LETTER_ID_LENGTH),
                 error=error,
                 payload=_fit(payload, None),

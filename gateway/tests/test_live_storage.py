@@ -20,6 +20,7 @@ from django.db.models import Sum
 from gateway.models import Trace, TraceDeadLetter, UsageCounter
 from gateway.tests.conftest import ROOT, _free_port, run_gateway, wait_for
 from gateway.tests.test_traces import trace_record
+from gateway.trace_ids import public
 from gateway.traces import STREAM
 
 CALLS = 20
@@ -96,7 +97,7 @@ def _parked(unreadable: bytes, wrong_type: dict) -> bool:
     letters = TraceDeadLetter.objects.filter(source="stream")
     return (
         letters.filter(payload=unreadable.decode()).exists()
-        and letters.filter(trace_id=wrong_type["id"]).exists()
+        and letters.filter(trace_id=public(wrong_type["id"])).exists()
     )
 
 

@@ -28,6 +28,7 @@ from gateway.models import (
     UsageCounter,
 )
 from gateway.tests.conftest import redis_url_for_tests
+from gateway.trace_ids import public
 from gateway.traces import LocalBuffer, RedisBuffer, StorageUnavailable, write_batch
 
 T0 = datetime(2025, 3, 14, 12, 0, tzinfo=UTC).timestamp()
@@ -268,7 +269,7 @@ def test_a_record_of_a_deleted_organisation_is_parked_without_losing_the_batch(t
     assert UsageCounter.objects.get().requests == 1
     assert GatewayEvent.objects.get().trace_id == uuid.UUID(after["id"])
     letter = TraceDeadLetter.objects.get()
-    assert (letter.trace_id, letter.organization_id) == (orphan["id"], orphan["org_id"])
+    assert (letter.trace_id, letter.organization_id) == (public(orphan["id"]), orphan["org_id"])
     assert orjson.loads(letter.payload) == orphan
 
 
@@ -380,8 +381,9 @@ def test_a_number_too_large_for_its_column_is_parked_on_every_database(db, key, 
 
     assert list(Trace.objects.values_list("id", flat=True)) == [uuid.UUID(fine["id"])]
     errors = dict(TraceDeadLetter.objects.values_list("trace_id", "error"))
-    assert set(errors) == {tokens["id"], cost["id"]}
-    assert "prompt_tokens" in errors[tokens["id"]] and "cost_eur" in errors[cost["id"]]
+    assert set(errors) == {public(tokens["id"]), public(cost["id"])}
+    assert "prompt_tokens" in errors[public(tokens["id"])]
+    assert "cost_eur" in errors[public(cost["id"])]
     assert UsageCounter.objects.get().requests == 1
 
 
@@ -401,7 +403,7 @@ def test_a_poison_record_is_parked_with_its_error_and_the_rest_is_stored(db, key
     assert counter.cost_eur == Decimal("0.003")
     letter = TraceDeadLetter.objects.get()
     assert letter.source == "local" and letter.attempts == 1
-    assert (letter.trace_id, letter.organization_id) == (poison["id"], poison["org_id"])
+    assert (letter.trace_id, letter.organization_id) == (public(poison["id"]), poison["org_id"])
     assert "latency_ms" in letter.error and "slow" in letter.error
     assert orjson.loads(letter.payload) == poison
 
@@ -412,7 +414,7 @@ def test_a_batch_holding_only_a_poison_record_parks_it(db, key, fresh_alert):
     assert write_batch([poison]) == 0
 
     assert not Trace.objects.exists()
-    assert TraceDeadLetter.objects.get().trace_id == poison["id"]
+    assert TraceDeadLetter.objects.get().trace_id == public(poison["id"])
 
 
 def test_parking_alerts_the_log_once_per_process_and_counts_every_record(
@@ -471,7 +473,7 @@ def test_when_the_database_refuses_writes_nothing_is_parked_and_the_batch_can_be
 
     assert not TraceDeadLetter.objects.exists() and not Trace.objects.exists()
     assert write_batch(batch) == 2
-    assert TraceDeadLetter.objects.get().trace_id == batch[1]["id"]
+    assert TraceDeadLetter.objects.get().trace_id == public(batch[1]["id"])
     assert UsageCounter.objects.get().requests == 1
 
 
@@ -520,7 +522,7 @@ def test_the_local_buffer_parks_a_poison_record_and_stores_the_rest(committed_ke
     assert buffer.items == []
     assert Trace.objects.count() == 3 and UsageCounter.objects.get().requests == 3
     letter = TraceDeadLetter.objects.get()
-    assert (letter.trace_id, letter.source) == (poison["id"], "local")
+    assert (letter.trace_id, letter.source) == (public(poison["id"]), "local")
 
 
 def test_the_local_buffer_keeps_every_record_while_the_database_is_unreachable(
@@ -538,7 +540,7 @@ def test_the_local_buffer_keeps_every_record_while_the_database_is_unreachable(
     assert not TraceDeadLetter.objects.exists()
     assert asyncio.run(buffer.flush_once()) == 1
     assert buffer.items == [] and Trace.objects.count() == 1
-    assert TraceDeadLetter.objects.get().trace_id == records[1]["id"]
+    assert TraceDeadLetter.objects.get().trace_id == public(records[1]["id"])
 
 
 @pytest.fixture
@@ -585,7 +587,7 @@ def test_the_stream_parks_unreadable_entries_and_stores_the_rest(
     assert list(Trace.objects.values_list("id", flat=True)) == [uuid.UUID(good["id"])]
     letters = TraceDeadLetter.objects.order_by("created_at", "pk")
     assert [letter.source for letter in letters] == ["stream"] * 4
-    assert {letter.trace_id for letter in letters} == {"", poison["id"]}
+    assert {letter.trace_id for letter in letters} == {"", public(poison["id"])}
     assert any(letter.payload == "{not json" for letter in letters)
 
 
