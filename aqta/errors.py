@@ -102,23 +102,52 @@ def json_error(error: AqtaError) -> JsonResponse:
 # --- DRF --------------------------------------------------------------------------------
 
 
-def _first_field_error(detail: Any, prefix: str = "") -> tuple[str | None, str, str]:
-    """(param, message, code) of the first problem in a DRF ValidationError detail."""
+def _join(prefix: str, key: object) -> str:
+    """``allowed_models`` + 1 → ``allowed_models[1]``; ``limits`` + ``per_minute`` → dotted."""
+    if isinstance(key, int):
+        return f"{prefix}[{key}]"
+    return f"{prefix}.{key}" if prefix else str(key)
+
+
+def _first_field_error(
+    detail: Any, prefix: str = "", indexed: bool = False
+) -> tuple[str | None, str, str, bool]:
+    """(param, message, code, indexed) of the first problem in a ValidationError detail.
+
+    DRF nests details as it nests fields: dicts keyed by field name (serializers, nested
+    serializers, DictField), dicts keyed by the *integer* index (ListField and
+    ``many=True`` serializers), and lists of messages for one field (older DRF also
+    reports a ``many=True`` serializer as a list with one dict per item, ``{}`` for the
+    valid ones). ``indexed`` says whether the parameter's last step is a list index.
+    """
     if isinstance(detail, dict):
-        for field, value in detail.items():
-            name = field if field != "non_field_errors" else None
-            param, message, code = _first_field_error(value)
-            full = ".".join(p for p in (prefix, name, param) if p) or None
-            return full, message, code
-    if isinstance(detail, list) and detail:
-        return _first_field_error(detail[0], prefix)
-    code = getattr(detail, "code", "invalid") or "invalid"
-    return (prefix or None), str(detail), code
+        for key, value in detail.items():
+            if key == "non_field_errors":
+                found = _first_field_error(value, prefix, indexed)
+            else:
+                found = _first_field_error(value, _join(prefix, key), isinstance(key, int))
+            if found[1]:
+                return found
+    elif isinstance(detail, list):
+        if not any(isinstance(item, dict | list) for item in detail):
+            if detail:  # the messages of one field
+                return _first_field_error(detail[0], prefix, indexed)
+        else:
+            for index, item in enumerate(detail):  # one entry per item; {} for a valid one
+                if item:
+                    found = _first_field_error(item, _join(prefix, index), True)
+                    if found[1]:
+                        return found
+    else:
+        code = getattr(detail, "code", None) or "invalid"
+        return (prefix or None), str(detail), str(code), indexed
+    return (prefix or None), "", "invalid", indexed
 
 
 def _validation_error(exc: drf.ValidationError) -> AqtaError:
-    param, message, code = _first_field_error(exc.detail)
-    missing = code in {"required", "null", "blank"}
+    param, message, code, indexed = _first_field_error(exc.detail)
+    # A named field sent empty is missing; an empty element of a list is just invalid.
+    missing = code == "required" or (code in {"null", "blank"} and not indexed)
     if param and message and not message.lower().startswith(param.split(".")[-1]):
         message = f"{param}: {message}"
     return AqtaError(
