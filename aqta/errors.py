@@ -13,6 +13,7 @@ from typing import Any
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django_ratelimit.exceptions import Ratelimited
+from redis.exceptions import RedisError
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
 
@@ -90,6 +91,15 @@ def error_body(
 
 def not_found(message: str = "Not found.") -> AqtaError:
     return AqtaError(message, status=404, code="not_found")
+
+
+def service_unavailable() -> AqtaError:
+    return AqtaError(
+        "A service Aqta depends on is unavailable; try again shortly.",
+        status=503,
+        code="service_unavailable",
+        retry_after=5,
+    )
 
 
 def json_error(error: AqtaError) -> JsonResponse:
@@ -171,6 +181,11 @@ def translate(exc: Exception) -> AqtaError | None:
         )
     if isinstance(exc, drf.ValidationError):
         return _validation_error(exc)
+    if isinstance(exc, RedisError):
+        # What the control plane keeps in Redis falls back on its own (aqta.cache, key
+        # records); anything that still reaches here is a dependency outage, not a bug.
+        logger.error("Redis unavailable: %s", exc)
+        return service_unavailable()
     if isinstance(exc, drf.ParseError):
         return AqtaError(f"Malformed request body: {exc.detail}", code="invalid_json")
     if isinstance(exc, drf.UnsupportedMediaType):
@@ -251,6 +266,27 @@ def handler404(request: HttpRequest, exception: Exception | None = None) -> Http
 def handler500(request: HttpRequest) -> HttpResponse:
     err = AqtaError("Internal server error.", status=500, code="internal_error")
     return _page_or_json(request, err, "500.html")
+
+
+class ServiceUnavailableMiddleware:
+    """A Redis outage escaping a plain Django view is a 503 (page or JSON), not a 500.
+
+    DRF views get the same through :func:`drf_exception_handler`.
+    """
+
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if not isinstance(exception, RedisError):
+            return None
+        logger.error("Redis unavailable in %s: %s", request.path, exception)
+        response = _page_or_json(request, service_unavailable(), "503.html")
+        response["Retry-After"] = "5"
+        return response
 
 
 def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:

@@ -169,6 +169,7 @@ MIDDLEWARE = [
     "allauth.account.middleware.AccountMiddleware",
     "accounts.middleware.StaffMFAMiddleware",
     "django_ratelimit.middleware.RatelimitMiddleware",
+    "aqta.errors.ServiceUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "aqta.urls"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+import redis
+from django.test import Client
 from rest_framework import serializers
 from rest_framework.exceptions import ErrorDetail
 
@@ -85,3 +87,47 @@ def test_a_non_field_error_of_a_nested_object_names_the_object():
     assert error is not None
     assert error.param == "limits"
     assert error.message == "limits: start must be before end."
+
+
+# --- a dependency outage that reaches a view ---------------------------------------------
+
+
+@pytest.fixture
+def redis_outage_in_key_listing(monkeypatch):
+    def unavailable(**kwargs):
+        raise redis.exceptions.ConnectionError("Error 111 connecting to 127.0.0.1:6379.")
+
+    monkeypatch.setattr("accounts.api.api_key_list", unavailable)
+    monkeypatch.setattr("accounts.views.api_key_list", unavailable)
+
+
+@pytest.mark.django_db
+def test_a_redis_outage_in_an_api_view_is_a_503_in_the_envelope(
+    key_client, redis_outage_in_key_listing
+):
+    response = key_client.get("/api/keys")
+
+    assert response.status_code == 503
+    assert response.json() == {
+        "error": {
+            "message": "A service Aqta depends on is unavailable; try again shortly.",
+            "type": "service_unavailable",
+            "code": "service_unavailable",
+            "retry_after": 5,
+        }
+    }
+    assert response["Retry-After"] == "5"
+
+
+@pytest.mark.django_db
+def test_a_redis_outage_in_a_page_is_a_503_page(user, org, redis_outage_in_key_listing):
+    client = Client()
+    client.force_login(user)
+
+    page = client.get("/dashboard/keys/")
+    as_json = client.get("/dashboard/keys/", HTTP_ACCEPT="application/json")
+
+    assert page.status_code == 503 and page["Retry-After"] == "5"
+    assert "try again shortly" in page.content.decode()
+    assert as_json.status_code == 503
+    assert as_json.json()["error"]["code"] == "service_unavailable"
