@@ -24,7 +24,7 @@ from accounts.authentication import KeyPrincipal
 from accounts.models import ApiKey, Membership, Organization
 from accounts.selectors import api_key_get, api_key_list, membership_get, memberships_for_user
 from accounts.services import api_key_create, api_key_revoke
-from accounts.throttling import throttle
+from accounts.throttling import client_ip, throttle
 from aqta.errors import AqtaError
 
 ORGANIZATION_HEADER = "X-Aqta-Organization"
@@ -146,7 +146,7 @@ class AuthLoginApi(APIView):
 
     @extend_schema(operation_id="auth_login", request=Input, responses={200: OpenApiTypes.OBJECT})
     def post(self, request: Request) -> Response:
-        throttle(request, group="auth-login", rate=settings.AQTA_API_LOGIN_RATE, key="ip")
+        throttle(request, group="auth-login", rate=settings.AQTA_API_LOGIN_RATE, key=client_ip)
         data = validated(self.Input, request.data)
         django_request = request._request
         form = LoginForm(
@@ -189,7 +189,7 @@ class AuthSignupApi(APIView):
 
     @extend_schema(operation_id="auth_signup", request=Input, responses={201: OpenApiTypes.OBJECT})
     def post(self, request: Request) -> Response:
-        throttle(request, group="auth-signup", rate=settings.AQTA_API_SIGNUP_RATE, key="ip")
+        throttle(request, group="auth-signup", rate=settings.AQTA_API_SIGNUP_RATE, key=client_ip)
         data = validated(self.Input, request.data)
         django_request = request._request
         form = SignupForm(data={"email": data["email"], "password1": data["password"]})
@@ -247,7 +247,7 @@ class AuthOAuthSigninApi(APIView):
         },
     )
     def post(self, request: Request):
-        throttle(request, group="auth-login", rate=settings.AQTA_API_LOGIN_RATE, key="ip")
+        throttle(request, group="auth-login", rate=settings.AQTA_API_LOGIN_RATE, key=client_ip)
         data = validated(self.Input, request.data)
         django_request = request._request
         next_url = data.get("next") or settings.LOGIN_REDIRECT_URL
