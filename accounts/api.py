@@ -14,7 +14,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -26,6 +26,7 @@ from accounts.selectors import api_key_get, api_key_list, membership_get, member
 from accounts.services import api_key_create, api_key_revoke
 from accounts.throttling import client_ip, throttle
 from aqta.errors import AqtaError
+from aqta.parsers import JSONParser
 
 ORGANIZATION_HEADER = "X-Aqta-Organization"
 SESSION_ORGANIZATION = "aqta_organization_id"

@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django_ratelimit.exceptions import Ratelimited
 from redis.exceptions import RedisError
@@ -181,6 +182,16 @@ def translate(exc: Exception) -> AqtaError | None:
         )
     if isinstance(exc, drf.ValidationError):
         return _validation_error(exc)
+    if isinstance(exc, RequestDataTooBig):
+        return AqtaError(
+            "The request body is larger than this server accepts.",
+            status=413,
+            code="request_too_large",
+        )
+    if isinstance(exc, SuspiciousOperation):  # e.g. too many form fields
+        # Logged where Django logs the ones it handles itself.
+        logging.getLogger(f"django.security.{exc.__class__.__name__}").error(str(exc))
+        return AqtaError("Bad request: the request could not be read.", code="invalid_request")
     if isinstance(exc, RedisError):
         # What the control plane keeps in Redis falls back on its own (aqta.cache, key
         # records); anything that still reaches here is a dependency outage, not a bug.

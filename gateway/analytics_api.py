@@ -10,7 +10,7 @@ import base64
 import csv
 import io
 import uuid
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -96,8 +96,13 @@ class InstantField(serializers.Field):
     """A date or date-time; a date is its UTC midnight, or the next one for an end."""
 
     default_error_messages = {
-        "invalid": "Use an ISO 8601 date (2025-03-01) or date-time (2025-03-01T12:00:00Z)."
+        "invalid": "Use an ISO 8601 date (2025-03-01) or date-time (2025-03-01T12:00:00Z).",
+        "out_of_range": "Use an instant between 1970-01-01 and 9998-12-31.",
     }
+    # Traces are never older, and arithmetic on the range (a default start 7 days back,
+    # the next hour or day) must never leave what datetime can represent.
+    EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+    LATEST = datetime(9999, 1, 1, tzinfo=UTC)
 
     def __init__(self, *, end: bool = False, **kwargs) -> None:
         self.end = end
@@ -112,11 +117,15 @@ class InstantField(serializers.Field):
             moment = None if day else parse_datetime(text)
         except ValueError:
             self.fail("invalid")
-        if day is not None:
-            return analytics.instant(day, end=self.end)
-        if moment is None:
+        if day is None and moment is None:
             self.fail("invalid")
-        return analytics.instant(moment)
+        try:
+            value = analytics.instant(day, end=self.end) if day else analytics.instant(moment)
+        except OverflowError:  # the day after 9999-12-31, or an offset past either end
+            self.fail("out_of_range")
+        if not self.EARLIEST <= value <= self.LATEST:
+            self.fail("out_of_range")
+        return value
 
     def to_representation(self, value: datetime) -> str:
         return value.isoformat()
