@@ -416,6 +416,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Accounts, API keys and analytics. The /v1 gateway is OpenAI's API.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Request and response components apart, so required text fields carry minLength: 1.
+    "COMPONENT_SPLIT_REQUEST": True,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",

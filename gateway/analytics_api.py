@@ -33,6 +33,7 @@ from rest_framework.utils.urls import replace_query_param
 
 from accounts.api import OrganizationScopedApi, validated
 from aqta.errors import AqtaError
+from aqta.openapi import ORGANIZATION_PARAMETER, error_responses
 from billing.models import Analytics, Tier
 from gateway import analytics
 from gateway import openapi as _openapi  # noqa: F401  (registers the auth schemes)
@@ -199,18 +200,6 @@ class RangeQuery(serializers.Serializer):
 # --- Output shapes --------------------------------------------------------------------------
 
 
-@extend_schema_serializer(component_name="Error")
-class ErrorOutput(serializers.Serializer):
-    @extend_schema_serializer(component_name="ErrorBody")
-    class Body(serializers.Serializer):
-        message = serializers.CharField()
-        type = serializers.CharField()
-        code = serializers.CharField()
-        param = serializers.CharField(required=False)
-
-    error = Body()
-
-
 @extend_schema_serializer(component_name="UsageStats")
 class StatsOutput(serializers.Serializer):
     requests = serializers.IntegerField()
@@ -299,13 +288,14 @@ FORMAT_PARAMETER = OpenApiParameter(
     enum=list(FORMATS),
     description="`csv` answers text/csv with a header row (also with `Accept: text/csv`).",
 )
-ERRORS = {
-    (400, JSON): OpenApiResponse(ErrorOutput, description="A parameter is invalid (`param`)."),
-    (401, JSON): OpenApiResponse(ErrorOutput, description="No or an invalid API key / session."),
-    (403, JSON): OpenApiResponse(
-        ErrorOutput, description="`tier_feature_unavailable`: the tier has no analytics."
-    ),
-}
+ERRORS = error_responses(
+    400,
+    401,
+    403,
+    404,
+    s403="`tier_feature_unavailable`: the tier has no analytics; `csrf_failed`, "
+    "`permission_denied`.",
+)
 
 
 def _needed_tier() -> str:
@@ -352,6 +342,15 @@ class AnalyticsApi(OrganizationScopedApi):
         self.request.accepted_renderer = JSONRenderer()
         self.request.accepted_media_type = JSONRenderer.media_type
         return super().handle_exception(exc)
+
+    def finalize_response(self, request: Request, response, *args, **kwargs):
+        # Only the tables of the GET handlers are CSV; anything else (OPTIONS' description
+        # of the endpoint) is JSON whatever the format asked for.
+        is_table = isinstance(getattr(response, "data", None), dict) and "rows" in response.data
+        if getattr(request, "accepted_renderer", None) is not None and not is_table:
+            request.accepted_renderer = JSONRenderer()
+            request.accepted_media_type = JSONRenderer.media_type
+        return super().finalize_response(request, response, *args, **kwargs)
 
     @staticmethod
     def query(request: Request) -> dict[str, str]:
@@ -407,7 +406,7 @@ class AnalyticsRequestsApi(AnalyticsApi):
             '`Link: <…>; rel="next"` header). '
             "Starter tier and above."
         ),
-        parameters=[Query, FORMAT_PARAMETER],
+        parameters=[Query, FORMAT_PARAMETER, ORGANIZATION_PARAMETER],
         responses={
             (200, JSON): Output,
             (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="Traces, CSV."),
@@ -528,7 +527,7 @@ class AnalyticsCostsApi(AnalyticsApi):
             "Served from the rollups. `?format=csv` returns the grouped rows as CSV. "
             "Starter tier and above."
         ),
-        parameters=[Query, FORMAT_PARAMETER],
+        parameters=[Query, FORMAT_PARAMETER, ORGANIZATION_PARAMETER],
         responses={
             (200, JSON): Output,
             (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="Rows, CSV."),
