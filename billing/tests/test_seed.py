@@ -53,7 +53,7 @@ def _price(input_: str, output: str, **extras: object) -> dict[str, object]:
     }
 
 
-# PROVIDERS.md section 5, USD per 1M tokens (Gemini 1.5 Pro: the Vertex entry).
+# The providers' published list prices, USD per 1M tokens (Gemini 1.5 Pro: the Vertex entry).
 LIST_PRICES = {
     "gpt-4o": ("openai", _price("2.50", "10.00", cached_input_usd_per_mtok="1.25")),
     "gpt-4o-mini": ("openai", _price("0.15", "0.60", cached_input_usd_per_mtok="0.075")),
