@@ -418,6 +418,11 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     # Request and response components apart, so required text fields carry minLength: 1.
     "COMPONENT_SPLIT_REQUEST": True,
+    # Two "status" enums: name each rather than let a hash suffix tell them apart.
+    "ENUM_NAME_OVERRIDES": {
+        "ApiKeyStatusEnum": ["active", "revoked", "expired"],
+        "TraceStatusEnum": "gateway.models.TraceStatus",
+    },
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
