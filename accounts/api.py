@@ -11,10 +11,15 @@ from django.conf import settings
 from django.http import HttpResponseRedirect
 from django.middleware.csrf import get_token
 from django.utils.http import url_has_allowed_host_and_scheme
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_serializer,
+    inline_serializer,
+)
 from rest_framework import serializers, status
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -24,8 +29,10 @@ from accounts.authentication import KeyPrincipal
 from accounts.models import ApiKey, Membership, Organization
 from accounts.selectors import api_key_get, api_key_list, membership_get, memberships_for_user
 from accounts.services import api_key_create, api_key_revoke
-from accounts.throttling import throttle
+from accounts.throttling import client_ip, throttle
 from aqta.errors import AqtaError
+from aqta.openapi import ORGANIZATION_PARAMETER, error_responses
+from aqta.parsers import JSONParser
 
 ORGANIZATION_HEADER = "X-Aqta-Organization"
 SESSION_ORGANIZATION = "aqta_organization_id"
@@ -101,7 +108,12 @@ def _current_membership(request: Request) -> Membership:
 
 
 class ApiKeyOutput(serializers.ModelSerializer):
-    created_by = serializers.SlugRelatedField(slug_field="email", read_only=True)
+    created_by = serializers.SlugRelatedField(
+        slug_field="email",
+        read_only=True,
+        allow_null=True,
+        help_text="Who created it; null when an API key (or an operator command) did.",
+    )
     status = serializers.SerializerMethodField()
     organization = serializers.UUIDField(source="organization_id", read_only=True)
 
@@ -124,10 +136,49 @@ class ApiKeyOutput(serializers.ModelSerializer):
             "monthly_budget_eur",
         ]
 
+    @extend_schema_field(serializers.ChoiceField(choices=["active", "revoked", "expired"]))
     def get_status(self, obj: ApiKey) -> str:
         if obj.revoked_at is not None:
             return "revoked"
         return "active" if obj.is_active() else "expired"
+
+
+@extend_schema_serializer(component_name="ApiKeyCreated")
+class ApiKeyCreatedOutput(ApiKeyOutput):
+    key = serializers.CharField(help_text="The secret, shown this once.")
+
+    class Meta(ApiKeyOutput.Meta):
+        fields = [*ApiKeyOutput.Meta.fields, "key"]
+
+
+# Shapes of me_data() for the schema (the views build the dicts themselves).
+@extend_schema_serializer(component_name="Organization")
+class OrganizationOutput(serializers.Serializer):
+    id = serializers.UUIDField()
+    name = serializers.CharField()
+    slug = serializers.CharField()
+    tier = serializers.CharField()
+    monthly_budget_eur = serializers.DecimalField(
+        max_digits=12, decimal_places=2, allow_null=True, help_text="Null: no budget."
+    )
+    content_logging = serializers.BooleanField()
+    role = serializers.ChoiceField(
+        choices=["owner", "admin", "member"], required=False, help_text="Session callers only."
+    )
+
+
+@extend_schema_serializer(component_name="Me")
+class MeOutput(serializers.Serializer):
+    @extend_schema_serializer(component_name="User")
+    class UserOutput(serializers.Serializer):
+        id = serializers.IntegerField()
+        email = serializers.EmailField()
+        name = serializers.CharField(allow_blank=True)
+
+    user = UserOutput(allow_null=True, help_text="Null when called with an API key.")
+    api_key = ApiKeyOutput(allow_null=True, help_text="The key, when called with one.")
+    organization = OrganizationOutput(allow_null=True, help_text="The current organisation.")
+    organizations = OrganizationOutput(many=True)
 
 
 # --- Auth --------------------------------------------------------------------------------
@@ -144,9 +195,27 @@ class AuthLoginApi(APIView):
         email = serializers.EmailField()
         password = serializers.CharField(trim_whitespace=False, max_length=4096)
 
-    @extend_schema(operation_id="auth_login", request=Input, responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(
+        operation_id="auth_login",
+        request=Input,
+        responses={
+            200: MeOutput,
+            **error_responses(
+                400,
+                401,
+                403,
+                415,
+                429,
+                s401="`invalid_credentials` (the same for an unknown email and a wrong "
+                "password); `mfa_required`.",
+                s403="`permission_denied`: no client address to throttle by.",
+                s429="`rate_limit_exceeded` (per IP) or `too_many_login_attempts` (the "
+                "account is locked for a while after repeated failures).",
+            ),
+        },
+    )
     def post(self, request: Request) -> Response:
-        throttle(request, group="auth-login", rate=settings.AQTA_API_LOGIN_RATE, key="ip")
+        throttle(request, group="auth-login", rate=settings.AQTA_API_LOGIN_RATE, key=client_ip)
         data = validated(self.Input, request.data)
         django_request = request._request
         form = LoginForm(
@@ -187,9 +256,24 @@ class AuthSignupApi(APIView):
         password = serializers.CharField(trim_whitespace=False, max_length=4096)
         name = serializers.CharField(max_length=150, required=False, allow_blank=True)
 
-    @extend_schema(operation_id="auth_signup", request=Input, responses={201: OpenApiTypes.OBJECT})
+    @extend_schema(
+        operation_id="auth_signup",
+        request=Input,
+        responses={
+            201: MeOutput,
+            **error_responses(
+                400,
+                403,
+                409,
+                415,
+                429,
+                s403="`email_verification_required`: created, but the address must be "
+                "confirmed first; `permission_denied`: no client address to throttle by.",
+            ),
+        },
+    )
     def post(self, request: Request) -> Response:
-        throttle(request, group="auth-signup", rate=settings.AQTA_API_SIGNUP_RATE, key="ip")
+        throttle(request, group="auth-signup", rate=settings.AQTA_API_SIGNUP_RATE, key=client_ip)
         data = validated(self.Input, request.data)
         django_request = request._request
         form = SignupForm(data={"email": data["email"], "password1": data["password"]})
@@ -243,11 +327,21 @@ class AuthOAuthSigninApi(APIView):
         operation_id="auth_oauth_signin",
         request=Input,
         responses={
-            200: inline_serializer("OAuthRedirect", {"redirect_url": serializers.URLField()})
+            200: inline_serializer("OAuthRedirect", {"redirect_url": serializers.URLField()}),
+            302: OpenApiResponse(description="A form post is redirected to the provider."),
+            **error_responses(
+                400,
+                403,
+                404,
+                415,
+                429,
+                s403="`permission_denied`: no client address to throttle by.",
+                s404="`provider_not_configured`: that sign-in is not set up on this server.",
+            ),
         },
     )
     def post(self, request: Request):
-        throttle(request, group="auth-login", rate=settings.AQTA_API_LOGIN_RATE, key="ip")
+        throttle(request, group="auth-login", rate=settings.AQTA_API_LOGIN_RATE, key=client_ip)
         data = validated(self.Input, request.data)
         django_request = request._request
         next_url = data.get("next") or settings.LOGIN_REDIRECT_URL
@@ -269,7 +363,11 @@ class AuthOAuthSigninApi(APIView):
 
 
 class AuthLogoutApi(APIView):
-    @extend_schema(operation_id="auth_logout", request=None, responses={204: None})
+    @extend_schema(
+        operation_id="auth_logout",
+        request=None,
+        responses={204: None, **error_responses(401, 403)},
+    )
     def post(self, request: Request) -> Response:
         if not isinstance(request.user, KeyPrincipal):
             get_account_adapter(request._request).logout(request._request)
@@ -277,7 +375,11 @@ class AuthLogoutApi(APIView):
 
 
 class AuthMeApi(APIView):
-    @extend_schema(operation_id="auth_me", responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(
+        operation_id="auth_me",
+        parameters=[ORGANIZATION_PARAMETER],
+        responses={200: MeOutput, **error_responses(401, 404)},
+    )
     def get(self, request: Request) -> Response:
         get_token(request._request)
         return Response(me_data(request))
@@ -324,11 +426,13 @@ class ApiKeyListCreateApi(OrganizationScopedApi):
 
     @extend_schema(
         operation_id="keys_list",
+        parameters=[ORGANIZATION_PARAMETER],
         responses={
             200: inline_serializer(
                 "ApiKeyList",
                 {"object": serializers.CharField(), "data": ApiKeyOutput(many=True)},
-            )
+            ),
+            **error_responses(401, 404),
         },
     )
     def get(self, request: Request) -> Response:
@@ -339,7 +443,19 @@ class ApiKeyListCreateApi(OrganizationScopedApi):
     @extend_schema(
         operation_id="keys_create",
         request=Input,
-        responses={201: ApiKeyOutput},
+        parameters=[ORGANIZATION_PARAMETER],
+        responses={
+            201: ApiKeyCreatedOutput,
+            **error_responses(
+                400,
+                401,
+                403,
+                404,
+                415,
+                429,
+                s403="`tier_feature_unavailable` (a rate limit above the tier's), `csrf_failed`.",
+            ),
+        },
         description="The response's `key` field is the secret, shown this once.",
     )
     def post(self, request: Request) -> Response:
@@ -363,12 +479,28 @@ class ApiKeyListCreateApi(OrganizationScopedApi):
 
 
 class ApiKeyDetailApi(OrganizationScopedApi):
-    @extend_schema(operation_id="keys_retrieve", responses={200: ApiKeyOutput})
+    @extend_schema(
+        operation_id="keys_retrieve",
+        parameters=[ORGANIZATION_PARAMETER],
+        responses={200: ApiKeyOutput, **error_responses(401, 404)},
+    )
     def get(self, request: Request, key_id: str) -> Response:
         organization, _ = self.organization_context(request)
         return Response(ApiKeyOutput(api_key_get(organization=organization, key_id=key_id)).data)
 
-    @extend_schema(operation_id="keys_revoke", responses={200: ApiKeyOutput})
+    @extend_schema(
+        operation_id="keys_revoke",
+        parameters=[ORGANIZATION_PARAMETER],
+        responses={
+            200: ApiKeyOutput,
+            **error_responses(
+                401,
+                403,
+                404,
+                s403="`permission_denied` (members revoke only their own keys), `csrf_failed`.",
+            ),
+        },
+    )
     def delete(self, request: Request, key_id: str) -> Response:
         organization, membership = self.organization_context(request)
         api_key = api_key_get(organization=organization, key_id=key_id)

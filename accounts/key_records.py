@@ -5,19 +5,28 @@ memory for ``LOCAL_TTL`` seconds and in Redis (shared by every worker and host) 
 key, its organisation or the organisation's tier changes. Changes delete the Redis copy
 when their transaction commits, so a revocation is visible everywhere within
 ``LOCAL_TTL`` seconds.
+
+Redis unavailable, a change is still stored (the database is the truth, and the gateway
+reads key records from it while Redis is away); the invalidation is logged as lost and
+counted in ``aqta_redis_errors_total``. Revoking an already revoked key sends it again.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 from decimal import Decimal
 
 import orjson
 from django.db import transaction
+from redis.exceptions import RedisError
 
 from accounts import keys
 from accounts.models import ApiKey, Organization
 from aqta import redis as aqta_redis
+from gateway.metrics import REDIS_ERRORS
+
+logger = logging.getLogger("aqta.key_records")
 
 LOCAL_TTL = 1.0
 REDIS_TTL = 300
@@ -109,12 +118,25 @@ def revoked_marker(org_id: str, key_id: str) -> str:
 def _forget(digests: list[str], revoked: str | None = None) -> None:
     if not aqta_redis.enabled() or not digests:
         return
-    client = aqta_redis.sync_client()
-    with client.pipeline(transaction=False) as pipe:
-        if revoked:
-            pipe.set(revoked, 1, ex=REVOKED_TTL)
-        pipe.delete(*(REDIS_PREFIX + d for d in digests))
-        pipe.execute()
+    try:
+        client = aqta_redis.sync_client()
+        with client.pipeline(transaction=False) as pipe:
+            if revoked:
+                pipe.set(revoked, 1, ex=REVOKED_TTL)
+            pipe.delete(*(REDIS_PREFIX + d for d in digests))
+            pipe.execute()
+    except (RedisError, OSError) as error:
+        # Runs after the commit: the change is stored, and failing the request now would
+        # only tell the client it was not. Cached copies expire within REDIS_TTL.
+        REDIS_ERRORS.inc()
+        logger.error(
+            "Redis unavailable (%s): key records of %d key(s) not invalidated%s; cached "
+            "copies expire within %d s (revoke again once Redis is back to mark it now)",
+            error,
+            len(digests),
+            " and the revocation marker not set" if revoked else "",
+            REDIS_TTL,
+        )
 
 
 def key_records_invalidate(

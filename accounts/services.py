@@ -168,6 +168,8 @@ def api_key_revoke(
     """Revoke a key (idempotent). Look-ups go to the database, so it stops at once."""
     locked = ApiKey.objects.select_for_update().get(pk=api_key.pk)
     if locked.revoked_at is not None:
+        # Sent again: the first revocation may have found Redis unavailable.
+        key_records_invalidate(api_key=locked)
         return locked
     locked.revoked_at = timezone.now()
     locked.revoked_by = revoked_by if getattr(revoked_by, "pk", None) else None

@@ -11,8 +11,10 @@ import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django_ratelimit.exceptions import Ratelimited
+from redis.exceptions import RedisError
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
 
@@ -92,6 +94,15 @@ def not_found(message: str = "Not found.") -> AqtaError:
     return AqtaError(message, status=404, code="not_found")
 
 
+def service_unavailable() -> AqtaError:
+    return AqtaError(
+        "A service Aqta depends on is unavailable; try again shortly.",
+        status=503,
+        code="service_unavailable",
+        retry_after=5,
+    )
+
+
 def json_error(error: AqtaError) -> JsonResponse:
     response = JsonResponse(error.body(), status=error.status)
     for name, value in error.headers().items():
@@ -102,23 +113,52 @@ def json_error(error: AqtaError) -> JsonResponse:
 # --- DRF --------------------------------------------------------------------------------
 
 
-def _first_field_error(detail: Any, prefix: str = "") -> tuple[str | None, str, str]:
-    """(param, message, code) of the first problem in a DRF ValidationError detail."""
+def _join(prefix: str, key: object) -> str:
+    """``allowed_models`` + 1 → ``allowed_models[1]``; ``limits`` + ``per_minute`` → dotted."""
+    if isinstance(key, int):
+        return f"{prefix}[{key}]"
+    return f"{prefix}.{key}" if prefix else str(key)
+
+
+def _first_field_error(
+    detail: Any, prefix: str = "", indexed: bool = False
+) -> tuple[str | None, str, str, bool]:
+    """(param, message, code, indexed) of the first problem in a ValidationError detail.
+
+    DRF nests details as it nests fields: dicts keyed by field name (serializers, nested
+    serializers, DictField), dicts keyed by the *integer* index (ListField and
+    ``many=True`` serializers), and lists of messages for one field (older DRF also
+    reports a ``many=True`` serializer as a list with one dict per item, ``{}`` for the
+    valid ones). ``indexed`` says whether the parameter's last step is a list index.
+    """
     if isinstance(detail, dict):
-        for field, value in detail.items():
-            name = field if field != "non_field_errors" else None
-            param, message, code = _first_field_error(value)
-            full = ".".join(p for p in (prefix, name, param) if p) or None
-            return full, message, code
-    if isinstance(detail, list) and detail:
-        return _first_field_error(detail[0], prefix)
-    code = getattr(detail, "code", "invalid") or "invalid"
-    return (prefix or None), str(detail), code
+        for key, value in detail.items():
+            if key == "non_field_errors":
+                found = _first_field_error(value, prefix, indexed)
+            else:
+                found = _first_field_error(value, _join(prefix, key), isinstance(key, int))
+            if found[1]:
+                return found
+    elif isinstance(detail, list):
+        if not any(isinstance(item, dict | list) for item in detail):
+            if detail:  # the messages of one field
+                return _first_field_error(detail[0], prefix, indexed)
+        else:
+            for index, item in enumerate(detail):  # one entry per item; {} for a valid one
+                if item:
+                    found = _first_field_error(item, _join(prefix, index), True)
+                    if found[1]:
+                        return found
+    else:
+        code = getattr(detail, "code", None) or "invalid"
+        return (prefix or None), str(detail), str(code), indexed
+    return (prefix or None), "", "invalid", indexed
 
 
 def _validation_error(exc: drf.ValidationError) -> AqtaError:
-    param, message, code = _first_field_error(exc.detail)
-    missing = code in {"required", "null", "blank"}
+    param, message, code, indexed = _first_field_error(exc.detail)
+    # A named field sent empty is missing; an empty element of a list is just invalid.
+    missing = code == "required" or (code in {"null", "blank"} and not indexed)
     if param and message and not message.lower().startswith(param.split(".")[-1]):
         message = f"{param}: {message}"
     return AqtaError(
@@ -142,6 +182,21 @@ def translate(exc: Exception) -> AqtaError | None:
         )
     if isinstance(exc, drf.ValidationError):
         return _validation_error(exc)
+    if isinstance(exc, RequestDataTooBig):
+        return AqtaError(
+            "The request body is larger than this server accepts.",
+            status=413,
+            code="request_too_large",
+        )
+    if isinstance(exc, SuspiciousOperation):  # e.g. too many form fields
+        # Logged where Django logs the ones it handles itself.
+        logging.getLogger(f"django.security.{exc.__class__.__name__}").error(str(exc))
+        return AqtaError("Bad request: the request could not be read.", code="invalid_request")
+    if isinstance(exc, RedisError):
+        # What the control plane keeps in Redis falls back on its own (aqta.cache, key
+        # records); anything that still reaches here is a dependency outage, not a bug.
+        logger.error("Redis unavailable: %s", exc)
+        return service_unavailable()
     if isinstance(exc, drf.ParseError):
         return AqtaError(f"Malformed request body: {exc.detail}", code="invalid_json")
     if isinstance(exc, drf.UnsupportedMediaType):
@@ -222,6 +277,27 @@ def handler404(request: HttpRequest, exception: Exception | None = None) -> Http
 def handler500(request: HttpRequest) -> HttpResponse:
     err = AqtaError("Internal server error.", status=500, code="internal_error")
     return _page_or_json(request, err, "500.html")
+
+
+class ServiceUnavailableMiddleware:
+    """A Redis outage escaping a plain Django view is a 503 (page or JSON), not a 500.
+
+    DRF views get the same through :func:`drf_exception_handler`.
+    """
+
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if not isinstance(exception, RedisError):
+            return None
+        logger.error("Redis unavailable in %s: %s", request.path, exception)
+        response = _page_or_json(request, service_unavailable(), "503.html")
+        response["Retry-After"] = "5"
+        return response
 
 
 def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:

@@ -169,6 +169,7 @@ MIDDLEWARE = [
     "allauth.account.middleware.AccountMiddleware",
     "accounts.middleware.StaffMFAMiddleware",
     "django_ratelimit.middleware.RatelimitMiddleware",
+    "aqta.errors.ServiceUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "aqta.urls"
@@ -235,21 +236,36 @@ else:
         }
     }
 
-if REDIS_URL:
-    CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": REDIS_URL,
-            "KEY_PREFIX": env("CACHE_KEY_PREFIX", "aqta"),
-        }
+# Seconds a cache command may wait on Redis (connecting, then each reply): a frozen Redis
+# must cost a request at most this, after which the cache answers from process memory.
+CACHE_REDIS_TIMEOUT = envfloat("CACHE_REDIS_TIMEOUT", 0.5)
+
+
+def redis_cache(url: str) -> dict:
+    """The default cache on Redis: throttles and lockouts, kept in process memory while
+    Redis is away (``aqta.cache``)."""
+    return {
+        "BACKEND": "aqta.cache.FallbackRedisCache",
+        "LOCATION": url,
+        "KEY_PREFIX": env("CACHE_KEY_PREFIX", "aqta"),
+        "OPTIONS": {
+            "socket_timeout": CACHE_REDIS_TIMEOUT,
+            "socket_connect_timeout": CACHE_REDIS_TIMEOUT,
+        },
     }
-    # django-ratelimit only lists third-party Redis backends; Django's own RedisCache
-    # increments with Redis INCR, which is what the check is about.
+
+
+if REDIS_URL:
+    CACHES = {"default": redis_cache(REDIS_URL)}
+    # django-ratelimit only lists third-party Redis backends; Django's own RedisCache (which
+    # FallbackRedisCache extends) increments with Redis INCR, which is what the check is about.
     SILENCED_SYSTEM_CHECKS = ["django_ratelimit.W001"]
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     # One embedded worker process: its local-memory cache *is* the shared cache.
     SILENCED_SYSTEM_CHECKS = ["django_ratelimit.E003", "django_ratelimit.W001"]
+# Sessions live in the database: a Redis outage must not sign anybody out.
+SESSION_ENGINE = "django.contrib.sessions.backends.db"
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
@@ -387,7 +403,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": [
-        "rest_framework.parsers.JSONParser",
+        "aqta.parsers.JSONParser",
         "rest_framework.parsers.FormParser",
     ],
     "EXCEPTION_HANDLER": "aqta.errors.drf_exception_handler",
@@ -400,6 +416,13 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Accounts, API keys and analytics. The /v1 gateway is OpenAI's API.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Request and response components apart, so required text fields carry minLength: 1.
+    "COMPONENT_SPLIT_REQUEST": True,
+    # Two "status" enums: name each rather than let a hash suffix tell them apart.
+    "ENUM_NAME_OVERRIDES": {
+        "ApiKeyStatusEnum": ["active", "revoked", "expired"],
+        "TraceStatusEnum": "gateway.models.TraceStatus",
+    },
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
@@ -407,6 +430,9 @@ SPECTACULAR_SETTINGS = {
 
 # django-ratelimit guards the control plane's write endpoints.
 RATELIMIT_VIEW = "aqta.errors.ratelimited_view"
+# A count the cache cannot give (a window expiring between django-ratelimit's add and
+# incr) admits the request rather than refusing it against a limit of 0.
+RATELIMIT_FAIL_OPEN = True
 AQTA_KEY_CREATE_RATE = env("AQTA_KEY_CREATE_RATE", "30/m")
 AQTA_API_LOGIN_RATE = env("AQTA_API_LOGIN_RATE", "20/m")
 AQTA_API_SIGNUP_RATE = env("AQTA_API_SIGNUP_RATE", "10/m")

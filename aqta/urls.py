@@ -9,6 +9,7 @@ from django_ratelimit.decorators import ratelimit
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from accounts import views as dashboard_views
+from accounts.throttling import client_ip
 from gateway import views as ops
 
 # The admin login goes through allauth's login (its rate limits, MFA), and the HTML
@@ -19,7 +20,7 @@ admin.site.site_title = "Aqta admin"
 
 throttled_login = ratelimit(
     group="auth-login",
-    key="ip",
+    key=client_ip,
     rate=lambda group, request: settings.AQTA_API_LOGIN_RATE,
     method="POST",
     block=True,

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import logging
 from typing import Any
@@ -34,7 +35,17 @@ def event_hash(event: AuditEvent) -> str:
 
 
 def _client_ip(request: HttpRequest) -> str | None:
-    return request.META.get("REMOTE_ADDR") or None
+    """The client's address, or None when the server handed over something else (the
+    column takes addresses only: PostgreSQL's inet refuses the rest)."""
+    try:
+        return str(ipaddress.ip_address(request.META.get("REMOTE_ADDR") or ""))
+    except ValueError:
+        return None
+
+
+def _text(value: str, limit: int) -> str:
+    """Text as the database stores it: PostgreSQL refuses NUL characters in text."""
+    return value.replace("\x00", "\ufffd")[:limit]
 
 
 @transaction.atomic
@@ -57,11 +68,11 @@ def audit_event_record(
         sequence=chain.length + 1,
         organization=organization,
         actor=actor if getattr(actor, "pk", None) else None,
-        actor_label=actor_label or (getattr(actor, "email", "") if actor else ""),
+        actor_label=_text(actor_label or (getattr(actor, "email", "") if actor else ""), 254),
         action=action,
-        target=target,
+        target=_text(target, 200),
         ip=_client_ip(request) if request is not None else None,
-        user_agent=(request.headers.get("User-Agent", "")[:300] if request is not None else ""),
+        user_agent=_text(request.headers.get("User-Agent", ""), 300) if request is not None else "",
         data=data or {},
         created_at=timezone.now(),
         prev_hash=chain.last_hash,

@@ -10,7 +10,7 @@ import base64
 import csv
 import io
 import uuid
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from django.utils import timezone
@@ -32,6 +32,7 @@ from rest_framework.utils.urls import replace_query_param
 
 from accounts.api import OrganizationScopedApi, validated
 from aqta.errors import AqtaError
+from aqta.openapi import ORGANIZATION_PARAMETER, error_responses
 from billing.models import Analytics, Tier
 from gateway import analytics
 from gateway import openapi as _openapi  # noqa: F401  (registers the auth schemes)
@@ -95,8 +96,13 @@ class InstantField(serializers.Field):
     """A date or date-time; a date is its UTC midnight, or the next one for an end."""
 
     default_error_messages = {
-        "invalid": "Use an ISO 8601 date (2025-03-01) or date-time (2025-03-01T12:00:00Z)."
+        "invalid": "Use an ISO 8601 date (2025-03-01) or date-time (2025-03-01T12:00:00Z).",
+        "out_of_range": "Use an instant between 1970-01-01 and 9998-12-31.",
     }
+    # Traces are never older, and arithmetic on the range (a default start 7 days back,
+    # the next hour or day) must never leave what datetime can represent.
+    EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+    LATEST = datetime(9999, 1, 1, tzinfo=UTC)
 
     def __init__(self, *, end: bool = False, **kwargs) -> None:
         self.end = end
@@ -111,11 +117,15 @@ class InstantField(serializers.Field):
             moment = None if day else parse_datetime(text)
         except ValueError:
             self.fail("invalid")
-        if day is not None:
-            return analytics.instant(day, end=self.end)
-        if moment is None:
+        if day is None and moment is None:
             self.fail("invalid")
-        return analytics.instant(moment)
+        try:
+            value = analytics.instant(day, end=self.end) if day else analytics.instant(moment)
+        except OverflowError:  # the day after 9999-12-31, or an offset past either end
+            self.fail("out_of_range")
+        if not self.EARLIEST <= value <= self.LATEST:
+            self.fail("out_of_range")
+        return value
 
     def to_representation(self, value: datetime) -> str:
         return value.isoformat()
@@ -187,18 +197,6 @@ class RangeQuery(serializers.Serializer):
 
 
 # --- Output shapes --------------------------------------------------------------------------
-
-
-@extend_schema_serializer(component_name="Error")
-class ErrorOutput(serializers.Serializer):
-    @extend_schema_serializer(component_name="ErrorBody")
-    class Body(serializers.Serializer):
-        message = serializers.CharField()
-        type = serializers.CharField()
-        code = serializers.CharField()
-        param = serializers.CharField(required=False)
-
-    error = Body()
 
 
 @extend_schema_serializer(component_name="UsageStats")
@@ -290,13 +288,14 @@ FORMAT_PARAMETER = OpenApiParameter(
     enum=list(FORMATS),
     description="`csv` answers text/csv with a header row (also with `Accept: text/csv`).",
 )
-ERRORS = {
-    (400, JSON): OpenApiResponse(ErrorOutput, description="A parameter is invalid (`param`)."),
-    (401, JSON): OpenApiResponse(ErrorOutput, description="No or an invalid API key / session."),
-    (403, JSON): OpenApiResponse(
-        ErrorOutput, description="`tier_feature_unavailable`: the tier has no analytics."
-    ),
-}
+ERRORS = error_responses(
+    400,
+    401,
+    403,
+    404,
+    s403="`tier_feature_unavailable`: the tier has no analytics; `csrf_failed`, "
+    "`permission_denied`.",
+)
 
 
 def _needed_tier() -> str:
@@ -342,6 +341,15 @@ class AnalyticsApi(OrganizationScopedApi):
         self.request.accepted_renderer = JSONRenderer()
         self.request.accepted_media_type = JSONRenderer.media_type
         return super().handle_exception(exc)
+
+    def finalize_response(self, request: Request, response, *args, **kwargs):
+        # Only the tables of the GET handlers are CSV; anything else (OPTIONS' description
+        # of the endpoint) is JSON whatever the format asked for.
+        is_table = isinstance(getattr(response, "data", None), dict) and "rows" in response.data
+        if getattr(request, "accepted_renderer", None) is not None and not is_table:
+            request.accepted_renderer = JSONRenderer()
+            request.accepted_media_type = JSONRenderer.media_type
+        return super().finalize_response(request, response, *args, **kwargs)
 
     @staticmethod
     def query(request: Request) -> dict[str, str]:
@@ -397,7 +405,7 @@ class AnalyticsRequestsApi(AnalyticsApi):
             '`Link: <…>; rel="next"` header). '
             "Starter tier and above."
         ),
-        parameters=[Query, FORMAT_PARAMETER],
+        parameters=[Query, FORMAT_PARAMETER, ORGANIZATION_PARAMETER],
         responses={
             (200, JSON): Output,
             (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="Traces, CSV."),
@@ -518,7 +526,7 @@ class AnalyticsCostsApi(AnalyticsApi):
             "Served from the rollups. `?format=csv` returns the grouped rows as CSV. "
             "Starter tier and above."
         ),
-        parameters=[Query, FORMAT_PARAMETER],
+        parameters=[Query, FORMAT_PARAMETER, ORGANIZATION_PARAMETER],
         responses={
             (200, JSON): Output,
             (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="Rows, CSV."),

@@ -73,6 +73,29 @@ def test_with_database_and_redis_urls_it_uses_postgres_pool_and_redis(tmp_path):
     assert not list(tmp_path.iterdir()), "no local secrets outside the embedded mode"
 
 
+@pytest.mark.parametrize(("value", "expected"), [(None, 0.5), ("1.5", 1.5)])
+def test_the_redis_cache_has_short_timeouts_and_falls_back(tmp_path, value, expected):
+    env = {
+        "REDIS_URL": "redis://cache.internal:6379/2",
+        "SECRET_KEY": "s" * 50,
+        "AQTA_API_KEY_PEPPER": "p" * 50,
+        "AQTA_ENCRYPTION_KEYS": FERNET_KEY,
+        "AQTA_VAR_DIR": str(tmp_path),
+        **({"CACHE_REDIS_TIMEOUT": value} if value else {}),
+    }
+    probe = (
+        "import json, django; django.setup(); from django.conf import settings as s; "
+        "print(json.dumps({**s.CACHES['default'], 'sessions': s.SESSION_ENGINE}))"
+    )
+    result = _run(["-c", probe], env)
+
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout)
+    assert seen["BACKEND"] == "aqta.cache.FallbackRedisCache"
+    assert seen["OPTIONS"] == {"socket_timeout": expected, "socket_connect_timeout": expected}
+    assert seen["sessions"] == "django.contrib.sessions.backends.db"
+
+
 @pytest.mark.parametrize("missing", ["SECRET_KEY", "AQTA_API_KEY_PEPPER", "AQTA_ENCRYPTION_KEYS"])
 def test_a_missing_secret_outside_embedded_mode_stops_start_up_clearly(missing):
     env = {

@@ -259,3 +259,15 @@ def test_an_unknown_api_path_is_a_json_404(api_client):
     response = api_client.get("/api/does-not-exist")
     assert response.status_code == 404
     assert _error(response)["code"] == "not_found"
+
+
+def test_a_blank_allowed_model_is_a_400_naming_its_index(key_client, api_key):
+    response = key_client.post(
+        "/api/keys", {"name": "x", "allowed_models": ["gpt-4o-mini", ""]}, format="json"
+    )
+
+    assert response.status_code == 400
+    assert _error(response)["code"] == "invalid_parameter"
+    assert _error(response)["param"] == "allowed_models[1]"
+    assert _error(response)["type"] == "invalid_request_error"
+    assert ApiKey.objects.count() == 1

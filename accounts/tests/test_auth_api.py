@@ -169,3 +169,66 @@ def test_the_html_login_shares_the_login_throttle(user, settings):
     ]
     assert statuses[-1] == 429
     assert _login(APIClient(), user.email, PASSWORD).status_code == 429
+
+
+# --- the client address ------------------------------------------------------------------
+
+
+class _WithoutAddress:
+    """A test client whose requests carry no REMOTE_ADDR at all."""
+
+    def _base_environ(self, **request):
+        environ = super()._base_environ(**request)
+        environ.pop("REMOTE_ADDR", None)
+        return environ
+
+
+class _ApiClientWithoutAddress(_WithoutAddress, APIClient):
+    pass
+
+
+class _ClientWithoutAddress(_WithoutAddress, Client):
+    pass
+
+
+@pytest.mark.parametrize("address", [None, "", "not-an-address"])
+def test_a_login_without_a_client_address_is_refused_with_403(user, address):
+    if address is None:
+        api, page, extra = _ApiClientWithoutAddress(), _ClientWithoutAddress(), {}
+    else:
+        api, page, extra = APIClient(), Client(), {"REMOTE_ADDR": address}
+
+    response = api.post(
+        "/api/auth/login", {"email": user.email, "password": PASSWORD}, format="json", **extra
+    )
+    html = page.post("/accounts/login/", {"login": user.email, "password": PASSWORD}, **extra)
+
+    assert response.status_code == 403
+    assert _error(response)["code"] == "permission_denied"
+    assert html.status_code == 403
+    assert not AuditEvent.objects.filter(action="auth.login").exists()
+
+
+def test_ipv6_clients_of_one_prefix_share_the_login_throttle(user, settings):
+    settings.AQTA_API_LOGIN_RATE = "2/h"
+    addresses = ["2001:db8:1:2::10", "2001:db8:1:2:ffff::1", "2001:db8:1:2::99"]
+    statuses = [
+        APIClient()
+        .post(
+            "/api/auth/login",
+            {"email": user.email, "password": PASSWORD},
+            format="json",
+            REMOTE_ADDR=address,
+        )
+        .status_code
+        for address in addresses
+    ]
+    elsewhere = APIClient().post(
+        "/api/auth/login",
+        {"email": user.email, "password": PASSWORD},
+        format="json",
+        REMOTE_ADDR="2001:db8:1:3::10",
+    )
+
+    assert statuses == [200, 200, 429]
+    assert elsewhere.status_code == 200

@@ -316,6 +316,15 @@ def test_csv_of_an_invalid_request_is_still_a_json_error(key_client):
     assert _error(response)["param"] == "start"
 
 
+@pytest.mark.parametrize("path", [REQUESTS, COSTS])
+def test_options_with_format_csv_describes_the_endpoint_in_json(key_client, path):
+    response = key_client.options(f"{path}?format=csv")
+
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["name"]
+
+
 def test_csv_cells_that_look_like_formulas_are_neutralised(key_client, org, api_key):
     store(make_trace(org, api_key[0], timezone.now() - timedelta(minutes=5), model="=HYPERLINK(1)"))
 
