@@ -399,8 +399,15 @@ async def read_stream(
         chunk = orjson.loads(last[len(b"data:") :]) if last.startswith(b"data:") else None
     except orjson.JSONDecodeError:
         chunk = None
-    if not isinstance(chunk, dict) or chunk.get("choices") != []:
-        outcome.fail("last chunk has choices or is unreadable", text)
+    # Direct, usage is asked for: the usage chunk comes last. Through the gateway (the SDK
+    # default, no usage asked) the finish chunk does, carrying the aqta object.
+    choices = chunk.get("choices") if isinstance(chunk, dict) else None
+    if scenario.target == "gateway":
+        if not choices or not choices[0].get("finish_reason"):
+            outcome.fail("last chunk is not the finish chunk or is unreadable", text)
+            return None
+    elif choices != []:
+        outcome.fail("last chunk is not the usage chunk or is unreadable", text)
         return None
     if (problem := _aqta_problem(chunk, scenario)) is not None:
         outcome.fail(f"last chunk: {problem}", text)

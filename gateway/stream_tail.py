@@ -65,17 +65,20 @@ class StreamTail:
         """The events that can go to the client now; the tail is kept."""
         out: list[bytes] = []
         for event in events:
-            if _finishes(event):
-                if self.finish is not None:  # n > 1: an earlier choice's finish goes as is
-                    out.append(self.finish)
-                self.finish = event
-            elif _is_usage_chunk(event):
+            if self.finish is None:  # the common case: one substring test per event
+                if _finishes(event):
+                    self.finish = event
+                else:
+                    out.append(event)
+            elif _is_usage_chunk(event):  # it follows the finish chunk
                 self.usage = event
-            else:
-                if self.finish is not None:  # a choice chunk after a finish (n > 1)
-                    out.append(self.finish)
-                    self.finish = None
-                out.append(event)
+            else:  # n > 1: an earlier choice's finish goes as is
+                out.append(self.finish)
+                self.finish = None
+                if _finishes(event):
+                    self.finish = event
+                else:
+                    out.append(event)
         return out
 
     def close(self, aqta: dict[str, Any], envelope: dict[str, Any], usage: dict[str, Any]) -> bytes:
