@@ -4,21 +4,15 @@ from django import forms
 from django.contrib import admin
 
 from aqta.errors import AqtaError
-from billing.models import ExchangeRate, LanguageModel, ModelAlias, ModelPrice, Tier
+from billing.models import (
+    PRICE_FIELDS,
+    ExchangeRate,
+    LanguageModel,
+    ModelAlias,
+    ModelPrice,
+    Tier,
+)
 from billing.services import exchange_rate_set, model_price_set, period_start_check
-
-PRICE_FIELDS = [
-    "input_usd_per_mtok",
-    "output_usd_per_mtok",
-    "cached_input_usd_per_mtok",
-    "cache_write_usd_per_mtok",
-    "long_context_threshold_tokens",
-    "long_input_usd_per_mtok",
-    "long_output_usd_per_mtok",
-    "request_fee_low_usd",
-    "request_fee_medium_usd",
-    "request_fee_high_usd",
-]
 
 
 class ModelPriceForm(forms.ModelForm):

@@ -176,6 +176,21 @@ class ModelPrice(models.Model):
         return f"{self.model} from {self.valid_from:%Y-%m-%d}"
 
 
+# The rate fields of a price period, in the order the admin and the price import show them.
+PRICE_FIELDS = (
+    "input_usd_per_mtok",
+    "output_usd_per_mtok",
+    "cached_input_usd_per_mtok",
+    "cache_write_usd_per_mtok",
+    "long_context_threshold_tokens",
+    "long_input_usd_per_mtok",
+    "long_output_usd_per_mtok",
+    "request_fee_low_usd",
+    "request_fee_medium_usd",
+    "request_fee_high_usd",
+)
+
+
 class ExchangeRate(models.Model):
     """How many EUR one USD buys during a period."""
 

@@ -27,7 +27,7 @@ from genai_prices import UpdatePrices
 from genai_prices import types as gp
 
 from aqta.errors import AqtaError
-from billing.models import LanguageModel, ModelPrice, Provider
+from billing.models import PRICE_FIELDS, LanguageModel, ModelPrice, Provider
 from billing.services import model_price_set
 
 # Our provider → the genai-prices provider id. Self-hosted models have no list price.
@@ -37,18 +37,6 @@ SOURCE_PROVIDERS: dict[str, str] = {
     Provider.GOOGLE: "google",
     Provider.PERPLEXITY: "perplexity",
 }
-PRICE_FIELDS = (
-    "input_usd_per_mtok",
-    "output_usd_per_mtok",
-    "cached_input_usd_per_mtok",
-    "cache_write_usd_per_mtok",
-    "long_context_threshold_tokens",
-    "long_input_usd_per_mtok",
-    "long_output_usd_per_mtok",
-    "request_fee_low_usd",
-    "request_fee_medium_usd",
-    "request_fee_high_usd",
-)
 FIELD_LABELS = {
     "input_usd_per_mtok": "input",
     "output_usd_per_mtok": "output",
