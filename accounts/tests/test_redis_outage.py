@@ -9,9 +9,7 @@ memory), and nothing answers 500 or hangs.
 from __future__ import annotations
 
 import logging
-import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -29,6 +27,7 @@ from aqta import cache as aqta_cache
 from aqta import redis as aqta_redis
 from aqta.settings import redis_cache
 from compliance.models import AuditEvent
+from tests.redis_server import redis_server
 
 # Transactional: key revocation invalidates the gateway's Redis records on commit.
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -77,48 +76,24 @@ def _catalogue(transactional_db) -> None:
     importlib.import_module("billing.migrations.0002_seed_tiers_models_prices").seed(apps, None)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 def own_redis(tmp_path, settings) -> Iterator[OwnRedis]:
-    server = shutil.which("redis-server")
-    if server is None:  # a missing tool fails loudly: a skip would read as a pass
-        pytest.fail("redis-server is not installed (apt-get install redis-server)")
-    port = _free_port()
-    process = subprocess.Popen(
-        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    own = OwnRedis(port=port, process=process)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                own.client().ping()
-                break
-            except redis.RedisError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise
-                time.sleep(0.05)
-        settings.CACHES = {"default": redis_cache(own.url)}
-        settings.REDIS_URL = own.url
-        settings.AQTA_STAFF_REQUIRE_MFA = False
-        aqta_redis.sync_client.cache_clear()
-        aqta_cache._fallback_until.clear()
-        cache.clear()  # this server and the process-memory fallback
-        yield own
-    finally:
-        if process.poll() is None:
-            own.stop()
-        cache.clear()
-        aqta_redis.sync_client.cache_clear()
-        aqta_cache._fallback_until.clear()
+    with redis_server(tmp_path) as (process, port):
+        own = OwnRedis(port=port, process=process)
+        try:
+            settings.CACHES = {"default": redis_cache(own.url)}
+            settings.REDIS_URL = own.url
+            settings.AQTA_STAFF_REQUIRE_MFA = False
+            aqta_redis.sync_client.cache_clear()
+            aqta_cache._fallback_until.clear()
+            cache.clear()  # this server and the process-memory fallback
+            yield own
+        finally:
+            if own.frozen:
+                own.thaw()
+            cache.clear()
+            aqta_redis.sync_client.cache_clear()
+            aqta_cache._fallback_until.clear()
 
 
 def _error(response) -> dict:

@@ -4,7 +4,6 @@ cannot be stored, which wait in the dead-letter list instead."""
 from __future__ import annotations
 
 import contextlib
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,10 +17,11 @@ import redis
 from django.db.models import Sum
 
 from gateway.models import Trace, TraceDeadLetter, UsageCounter
-from gateway.tests.conftest import ROOT, _free_port, run_gateway, wait_for
+from gateway.tests.conftest import ROOT, run_gateway, wait_for
 from gateway.tests.test_traces import trace_record
 from gateway.trace_ids import public
 from gateway.traces import STREAM
+from tests.redis_server import redis_server
 
 CALLS = 20
 # A provider reporting absurd usage: the trace cannot be stored on any database.
@@ -126,29 +126,8 @@ def test_the_stream_stores_other_organisations_past_poison_entries_live(gw, make
 @pytest.fixture
 def own_redis(tmp_path) -> Iterator[str]:
     """A Redis server of this test's own: no other flusher may read the stream it checks."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("needs redis-server")
-    port = _free_port()
-    server = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        assert wait_for(lambda: _answers(url), timeout=10), "redis-server did not start"
-        yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-
-
-def _answers(url: str) -> bool:
-    try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=0.2).ping())
-    except redis.RedisError:
-        return False
+    with redis_server(tmp_path) as (_, port):
+        yield f"redis://127.0.0.1:{port}/0"
 
 
 @contextlib.contextmanager
