@@ -14,7 +14,8 @@ from django.db.models import QuerySet
 
 from accounts.models import Membership, Organization
 from aqta.errors import not_found
-from gateway import analytics, crypto, trace_ids
+from gateway import crypto, trace_ids
+from gateway.analytics import selectors
 from gateway.models import Trace, TraceContent
 
 # Period: (heading, selector label, hours or days covered including the current one, bucket).
@@ -37,7 +38,7 @@ def _percent(part, whole) -> int | None:
 
 def month_summary(*, organization: Organization) -> dict[str, Any]:
     """This month's usage against quota and budget, as the dashboard shows it."""
-    status = analytics.month_status(organization=organization)
+    status = selectors.month_status(organization=organization)
     return {
         "month": status,
         "month_label": datetime.strptime(status["month"], "%Y-%m").strftime("%B %Y"),
@@ -61,8 +62,8 @@ def usage_summary(*, organization: Organization, period: str, now: datetime) -> 
     """Totals, breakdowns and chart series (JSON-ready) of one of the ``PERIODS``."""
     start, end, bucket = _window(period, now)
     window = {"organization": organization, "start": start, "end": end}
-    series = analytics.usage_series(**window, bucket=bucket)
-    by_model = analytics.usage_by(**window, dimension="model")
+    series = selectors.usage_series(**window, bucket=bucket)
+    by_model = selectors.usage_by(**window, dimension="model")
     chart = {
         "bucket": bucket,
         "labels": [row["ts"] for row in series],
@@ -88,7 +89,7 @@ def usage_summary(*, organization: Organization, period: str, now: datetime) -> 
         "totals": totals,
         "chart": chart,
         "by_model": by_model,
-        "by_key": analytics.usage_by(**window, dimension="key"),
+        "by_key": selectors.usage_by(**window, dimension="key"),
     }
 
 

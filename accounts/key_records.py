@@ -24,7 +24,7 @@ from redis.exceptions import RedisError
 from accounts import keys
 from accounts.models import ApiKey, Organization
 from aqta import redis as aqta_redis
-from gateway.metrics import REDIS_ERRORS
+from aqta.metrics import REDIS_ERRORS
 
 logger = logging.getLogger("aqta.key_records")
 

@@ -50,7 +50,7 @@ from accounts.services import api_key_create, api_key_revoke
 from accounts.throttling import throttle
 from aqta.errors import AqtaError
 from billing.selectors import models_for_tier
-from gateway import analytics
+from gateway.analytics import rollups, selectors
 
 TRACES_PER_PAGE = 25
 
@@ -202,7 +202,7 @@ def usage(request: HttpRequest, current: Current) -> HttpResponse:
     if period not in PERIODS:
         period = DEFAULT_PERIOD
     organization = current.organization
-    analytics.rollups_refresh_without_beat()
+    rollups.rollups_refresh_without_beat()
     context = {
         **month_summary(organization=organization),
         **usage_summary(organization=organization, period=period, now=timezone.now()),
@@ -298,7 +298,7 @@ def traces(request: HttpRequest, current: Current) -> HttpResponse:
         request.GET or None, api_keys=api_keys, models=models_for_tier(tier=organization.tier)
     )
     filters = form.filters() if form.is_bound else {}
-    queryset = analytics.trace_list(organization=organization, filters=filters).select_related(
+    queryset = selectors.trace_list(organization=organization, filters=filters).select_related(
         "api_key"
     )
     paginator = Paginator(queryset, TRACES_PER_PAGE)

@@ -1,7 +1,7 @@
 """ASGI entry point.
 
 ``/v1/...`` and the un-prefixed ``/chat/completions`` alias go to the gateway's own ASGI
-app (``gateway.app``); everything else goes to Django. Django's ASGI handler refuses
+app (``gateway.dataplane.app``); everything else goes to Django. Django's ASGI handler refuses
 ``lifespan`` scopes, so the router answers them: startup opens the worker's upstream
 session and starts the trace flusher, shutdown flushes and closes them.
 """
@@ -17,7 +17,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aqta.settings")
 
 django_app = get_asgi_application()  # sets Django up before the gateway imports models
 
-from gateway.app import gateway  # noqa: E402
+from gateway.dataplane.app import gateway  # noqa: E402
 
 logger = logging.getLogger("aqta.asgi")
 

@@ -33,7 +33,7 @@ from django.core.cache.backends.locmem import LocMemCache
 from django.core.cache.backends.redis import RedisCache
 from redis.exceptions import RedisError
 
-from gateway.metrics import REDIS_ERRORS
+from aqta.metrics import REDIS_ERRORS
 
 logger = logging.getLogger("aqta.cache")
 

@@ -299,7 +299,7 @@ def main() -> None:
     from django.core.management import call_command
     from django.test import Client
 
-    from gateway import analytics
+    from gateway.analytics import rollups
 
     call_command("migrate", verbosity=0)
     organisations = create_organisations()
@@ -308,10 +308,10 @@ def main() -> None:
     seed_seconds = seed_traces(organisations, args.traces, now)
 
     log("rollups_refresh: first run (backfill)")
-    backfill = analytics.rollups_refresh()
+    backfill = rollups.rollups_refresh()
     vacuum_analyze("gateway_hourlyrollup", "gateway_dailyrollup")
     log("rollups_refresh: steady-state run")
-    steady = analytics.rollups_refresh()
+    steady = rollups.rollups_refresh()
 
     org, keys, _ = organisations[0]
     client = Client(HTTP_AUTHORIZATION=f"Bearer {keys[0][1]}")

@@ -40,8 +40,8 @@ import django
 
 django.setup()
 
-from gateway import schema as openai_schema  # noqa: E402
-from gateway.validation import chat_request  # noqa: E402
+from gateway.dataplane import schema as openai_schema  # noqa: E402
+from gateway.dataplane.validation import chat_request  # noqa: E402
 
 MAX_DEPTH = 64
 

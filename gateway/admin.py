@@ -28,10 +28,10 @@ from gateway.models import (
     UsageCounter,
 )
 from gateway.services import dead_letters_discard, dead_letters_replay
-from gateway.traces import StorageUnavailable
+from gateway.storage import StorageUnavailable
 
 # --- Provider health ----------------------------------------------------------------------
-# The circuit breakers' Redis keys (gateway/breaker.py), per deployment name.
+# The circuit breakers' Redis keys (gateway/dataplane/breaker.py), per deployment name.
 BREAKER_OPEN_KEY = "aqta:cb:open:{}"
 BREAKER_FAILURES_KEY = "aqta:cb:f:{}"
 HEALTH_WINDOW = timedelta(hours=1)

@@ -1,7 +1,7 @@
 """Data-plane records: provider endpoints, traces (one per /v1 call) and usage counters.
 
 Traces and counters are never written on the request path: the gateway buffers them and
-a flusher bulk-inserts them (see ``gateway/traces.py``).
+a flusher bulk-inserts them (see ``gateway/storage.py``).
 """
 
 from __future__ import annotations
@@ -253,7 +253,7 @@ class RollupWatermark(models.Model):
         return f"{self.name}: {self.refreshed_at}"
 
 
-# --- Dead letters (written by gateway.traces when a record cannot be stored) -----------------
+# --- Dead letters (written by gateway.storage when a record cannot be stored) -----------------
 
 
 class DeadLetterSource(models.TextChoices):

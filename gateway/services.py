@@ -12,7 +12,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from compliance.services import audit_event_record
-from gateway import traces
+from gateway import storage as traces
 from gateway.models import TraceDeadLetter
 
 # Trace ids named in an audit event; a larger discard names the first ones and the count.

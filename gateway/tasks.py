@@ -6,11 +6,11 @@ from typing import Any
 
 from celery import shared_task
 
-from gateway import analytics
+from gateway.analytics import rollups
 
 
 @shared_task(name="gateway.tasks.rollups_refresh", ignore_result=True)
 def rollups_refresh() -> dict[str, Any]:
     """Beat runs this every minute (CELERY_BEAT_SCHEDULE)."""
-    result = analytics.rollups_refresh()
+    result = rollups.rollups_refresh()
     return {**result, "since": result["since"].isoformat() if result["since"] else None}

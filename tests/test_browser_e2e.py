@@ -257,7 +257,7 @@ def _screenshot_paths() -> list[Path]:
 
 
 def _journey(live: LiveGateway, browser: Browser) -> None:
-    from gateway.analytics import rollups_refresh
+    from gateway.analytics.rollups import rollups_refresh
     from gateway.models import Trace, UsageCounter
 
     page = browser.page

@@ -21,7 +21,8 @@ from accounts.services import api_key_create, organization_create
 from accounts.tests.factories import UserFactory
 from billing.selectors import tier_get
 from compliance.models import AuditEvent
-from gateway import analytics, crypto
+from gateway import crypto
+from gateway.analytics import rollups
 from gateway.models import Trace, TraceContent
 from tests.oidc_provider import OIDCProvider
 
@@ -269,7 +270,7 @@ def usage_data(org, api_key):
     _trace(org, api_key[0])
     _trace(org, api_key[0], model="gpt-4o", cost_eur=Decimal("0.5"))
     _trace(org, api_key[0], status="blocked", http_status=429, error_code="rate_limit_exceeded")
-    analytics.rollups_refresh()
+    rollups.rollups_refresh()
 
 
 @pytest.mark.parametrize("period", ["24h", "7d", "30d"])

@@ -180,8 +180,8 @@ def gw(live_gateway, transactional_db, mock, settings) -> LiveGateway:
 def drain_traces() -> None:
     """Wait until the gateway has written every buffered trace, so the test database can
     be flushed without racing the flusher (on PostgreSQL the two would deadlock)."""
+    from gateway.dataplane.buffer import STREAM
     from gateway.models import Trace
-    from gateway.traces import STREAM
 
     url = redis_url_for_tests()
     if url:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from gateway.providers.base import StreamState
-from gateway.stream_tail import _is_usage_chunk
+from gateway.dataplane.providers.base import StreamState
+from gateway.dataplane.stream_tail import _is_usage_chunk
 
 
 def client_events(events: list[bytes], state: StreamState) -> list[bytes]:
     """Every adapter ends a complete stream with exactly one usage chunk; the gateway
-    forwards it only when the client asked for usage (``gateway.stream_tail``)."""
+    forwards it only when the client asked for usage (``gateway.dataplane.stream_tail``)."""
     usage = [i for i, event in enumerate(events) if _is_usage_chunk(event)]
     if state.done:
         assert usage == [len(events) - 1], "a complete stream ends with one usage chunk"

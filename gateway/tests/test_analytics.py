@@ -13,7 +13,7 @@ import time_machine
 from accounts.services import api_key_create, organization_create
 from accounts.tests.factories import UserFactory
 from billing.selectors import tier_get
-from gateway import analytics
+from gateway.analytics import rollups, selectors
 from gateway.models import LATENCY_BUCKET_EDGES_MS, DailyRollup, HourlyRollup, Trace, UsageCounter
 from gateway.tasks import rollups_refresh as rollups_refresh_task
 from gateway.tests.analytics_data import make_trace, store
@@ -120,7 +120,7 @@ def snapshot() -> list[tuple]:
 
 def test_hourly_rollups_match_the_raw_traces(org, key, second_key):
     traces = mixed_traffic(org, key, second_key)
-    analytics.rollups_refresh()
+    rollups.rollups_refresh()
 
     assert hourly_rows() == expected_hourly(traces)
     for row in HourlyRollup.objects.all():
@@ -130,7 +130,7 @@ def test_hourly_rollups_match_the_raw_traces(org, key, second_key):
 
 def test_daily_rollups_are_the_sums_of_their_hours(org, key, second_key):
     mixed_traffic(org, key, second_key)
-    analytics.rollups_refresh()
+    rollups.rollups_refresh()
 
     for day in DailyRollup.objects.all():
         hours = HourlyRollup.objects.filter(
@@ -149,32 +149,32 @@ def test_percentiles_fall_within_the_bucket_of_the_true_value(org, key):
     rng = random.Random(3)
     latencies = [int(rng.lognormvariate(6.2, 0.8)) for _ in range(1000)]
     store(*(make_trace(org, key, T, latency_ms=ms) for ms in latencies))
-    analytics.rollups_refresh()
+    rollups.rollups_refresh()
 
     ordered = sorted(latencies)
-    [row] = analytics.usage_series(
+    [row] = selectors.usage_series(
         organization=org, start=T, end=T + timedelta(hours=1), bucket="hour"
     )
     for estimate, fraction in ((row["p50_ms"], 0.50), (row["p95_ms"], 0.95)):
         true = ordered[int(fraction * len(ordered)) - 1]
-        bucket = analytics.latency_bucket(true)
+        bucket = rollups.latency_bucket(true)
         low = LATENCY_BUCKET_EDGES_MS[bucket - 1] if bucket else 0
         assert low <= estimate <= LATENCY_BUCKET_EDGES_MS[bucket]
 
 
 def test_percentile_of_an_empty_histogram_is_none_and_the_top_bucket_is_open():
-    assert analytics.percentile([0] * analytics.BUCKETS, 0.5) is None
-    only_slow = [0] * (analytics.BUCKETS - 1) + [4]
-    assert analytics.percentile(only_slow, 0.95) == LATENCY_BUCKET_EDGES_MS[-1]
+    assert rollups.percentile([0] * rollups.BUCKETS, 0.5) is None
+    only_slow = [0] * (rollups.BUCKETS - 1) + [4]
+    assert rollups.percentile(only_slow, 0.95) == LATENCY_BUCKET_EDGES_MS[-1]
 
 
 def test_refreshing_twice_changes_nothing(org, key, second_key):
     mixed_traffic(org, key, second_key)
-    analytics.rollups_refresh()
+    rollups.rollups_refresh()
     first = snapshot()
 
-    analytics.rollups_refresh()
-    analytics.rollups_refresh(since=T - timedelta(days=3))
+    rollups.rollups_refresh()
+    rollups.rollups_refresh(since=T - timedelta(days=3))
 
     assert snapshot() == first
     assert sum(HourlyRollup.objects.values_list("requests", flat=True)) == 240
@@ -182,12 +182,12 @@ def test_refreshing_twice_changes_nothing(org, key, second_key):
 
 def test_a_trace_arriving_late_is_counted_by_the_next_refresh(org, key):
     store(make_trace(org, key, NOW - timedelta(hours=3)))
-    analytics.rollups_refresh()
+    rollups.rollups_refresh()
     # Written by the flusher after that run, stamped with the time of its call.
     store(make_trace(org, key, NOW - timedelta(minutes=50), cost_eur=Decimal("0.5")))
 
     with time_machine.travel(NOW + timedelta(minutes=1), tick=False):
-        analytics.rollups_refresh()
+        rollups.rollups_refresh()
 
     assert sum(HourlyRollup.objects.values_list("requests", flat=True)) == 2
     assert DailyRollup.objects.get().cost_eur == Decimal("0.50010000")
@@ -195,20 +195,20 @@ def test_a_trace_arriving_late_is_counted_by_the_next_refresh(org, key):
 
 def test_a_refresh_recomputes_only_the_recent_hours(org, key):
     store(make_trace(org, key, NOW - timedelta(days=2)))
-    analytics.rollups_refresh()
+    rollups.rollups_refresh()
     # Much later than the late-arrival window: only an explicit rebuild sees it.
     store(make_trace(org, key, NOW - timedelta(days=2)))
 
-    analytics.rollups_refresh()
+    rollups.rollups_refresh()
     assert HourlyRollup.objects.get().requests == 1
-    analytics.rollups_refresh(since=NOW - timedelta(days=3))
+    rollups.rollups_refresh(since=NOW - timedelta(days=3))
     assert HourlyRollup.objects.get().requests == 2
 
 
 def test_the_first_refresh_backfills_from_the_first_trace(org, key):
     store(*(make_trace(org, key, NOW - timedelta(days=d, hours=1)) for d in (1, 9, 30)))
 
-    result = analytics.rollups_refresh()
+    result = rollups.rollups_refresh()
 
     assert result["hourly_rows"] == 3 and result["daily_rows"] == 3
     assert result["since"] == NOW - timedelta(days=30, hours=1)
@@ -216,10 +216,10 @@ def test_the_first_refresh_backfills_from_the_first_trace(org, key):
 
 def test_rollups_of_deleted_traces_disappear_when_their_hour_is_recomputed(org, key):
     [trace] = store(make_trace(org, key, NOW - timedelta(minutes=30)))
-    analytics.rollups_refresh()
+    rollups.rollups_refresh()
     trace.delete()
 
-    analytics.rollups_refresh()
+    rollups.rollups_refresh()
 
     assert not HourlyRollup.objects.exists() and not DailyRollup.objects.exists()
 
@@ -239,9 +239,9 @@ def test_the_beat_scheduled_task_refreshes_the_rollups(org, key, settings):
 
 def test_usage_series_by_hour_has_every_hour_and_filters_by_key_and_model(org, key, second_key):
     mixed_traffic(org, key, second_key)
-    analytics.rollups_refresh()
+    rollups.rollups_refresh()
 
-    series = analytics.usage_series(
+    series = selectors.usage_series(
         organization=org, start=T - timedelta(hours=1), end=T + timedelta(hours=3), bucket="hour"
     )
     assert [row["ts"] for row in series] == [T + timedelta(hours=h) for h in range(-1, 3)]
@@ -251,7 +251,7 @@ def test_usage_series_by_hour_has_every_hour_and_filters_by_key_and_model(org, k
         Trace.objects.values_list("cost_eur", flat=True)
     )
 
-    mine = analytics.usage_series(
+    mine = selectors.usage_series(
         organization=org, start=T, end=T + timedelta(hours=2), bucket="hour",
         api_key_id=key.pk, model="gpt-4o",
     )  # fmt: skip
@@ -265,9 +265,9 @@ def test_usage_series_by_hour_has_every_hour_and_filters_by_key_and_model(org, k
 
 def test_usage_series_by_day_takes_dates_inclusive(org, key):
     store(*(make_trace(org, key, datetime(2025, 3, d, 9, tzinfo=UTC)) for d in (10, 12, 12)))
-    analytics.rollups_refresh()
+    rollups.rollups_refresh()
 
-    series = analytics.usage_series(
+    series = selectors.usage_series(
         organization=org, start=date(2025, 3, 10), end=date(2025, 3, 12), bucket="day"
     )
 
@@ -278,19 +278,19 @@ def test_usage_series_by_day_takes_dates_inclusive(org, key):
 
 def test_usage_by_groups_and_labels_models_keys_providers_and_days(org, key, second_key):
     mixed_traffic(org, key, second_key)
-    analytics.rollups_refresh()
+    rollups.rollups_refresh()
     window = {"organization": org, "start": T, "end": T + timedelta(hours=2)}
 
-    by_model = analytics.usage_by(**window, dimension="model")
+    by_model = selectors.usage_by(**window, dimension="model")
     assert [r["key"] for r in by_model] == ["gpt-4o", "claude-3-haiku-20240307"]  # costliest first
     assert by_model[0]["label"] == "GPT-4o"
     assert sum(r["requests"] for r in by_model) == 240
-    by_key = {r["key"]: r for r in analytics.usage_by(**window, dimension="key")}
+    by_key = {r["key"]: r for r in selectors.usage_by(**window, dimension="key")}
     assert by_key[str(key.pk)]["label"] == f"test key ({key.masked})"
     assert by_key[str(key.pk)]["requests"] == 120
-    by_provider = {r["key"]: r["label"] for r in analytics.usage_by(**window, dimension="provider")}
+    by_provider = {r["key"]: r["label"] for r in selectors.usage_by(**window, dimension="provider")}
     assert by_provider == {"openai": "OpenAI", "anthropic": "Anthropic"}
-    [day] = analytics.usage_by(**window, dimension="day")
+    [day] = selectors.usage_by(**window, dimension="day")
     assert day["key"] == "2025-03-14" and day["requests"] == 240
     tokens = sum(t.prompt_tokens + t.completion_tokens for t in Trace.objects.all())
     assert day["tokens"] == tokens and set(day) == {
@@ -301,10 +301,10 @@ def test_usage_by_groups_and_labels_models_keys_providers_and_days(org, key, sec
 def test_usage_by_is_exact_to_the_hour_across_partial_days(org, key):
     times = [datetime(2025, 3, d, h, tzinfo=UTC) for d in (10, 11, 12, 13) for h in (3, 12, 20)]
     store(*(make_trace(org, key, when) for when in times))
-    analytics.rollups_refresh()
+    rollups.rollups_refresh()
 
     start, end = datetime(2025, 3, 10, 12, 30, tzinfo=UTC), datetime(2025, 3, 13, 12, tzinfo=UTC)
-    [row] = analytics.usage_by(organization=org, start=start, end=end, dimension="model")
+    [row] = selectors.usage_by(organization=org, start=start, end=end, dimension="model")
 
     # 10th 12:00 (the hour start touches) and 20:00, all of the 11th and 12th, the 13th's 03:00.
     assert row["requests"] == 2 + 3 + 3 + 1
@@ -313,13 +313,13 @@ def test_usage_by_is_exact_to_the_hour_across_partial_days(org, key):
 def test_reads_never_include_another_organisations_usage(org, key, other_org):
     other, their_key = other_org
     store(make_trace(org, key, T), make_trace(other, their_key, T), make_trace(other, their_key, T))
-    analytics.rollups_refresh()
+    rollups.rollups_refresh()
     window = {"organization": org, "start": T, "end": T + timedelta(hours=1)}
 
-    assert [r["requests"] for r in analytics.usage_by(**window, dimension="model")] == [1]
-    foreign = analytics.usage_series(**window, bucket="hour", api_key_id=their_key.pk)
+    assert [r["requests"] for r in selectors.usage_by(**window, dimension="model")] == [1]
+    foreign = selectors.usage_series(**window, bucket="hour", api_key_id=their_key.pk)
     assert foreign[0]["requests"] == 0
-    assert analytics.trace_list(organization=org, filters={"api_key": their_key.pk}).count() == 0
+    assert selectors.trace_list(organization=org, filters={"api_key": their_key.pk}).count() == 0
 
 
 def test_month_status_projects_the_month_linearly(org, key):
@@ -331,9 +331,9 @@ def test_month_status_projects_the_month_linearly(org, key):
         make_trace(org, key, T, status="blocked", http_status=429, cost_eur=Decimal(0)),
         make_trace(org, key, datetime(2025, 2, 27, tzinfo=UTC)),  # last month
     )  # fmt: skip
-    analytics.rollups_refresh()
+    rollups.rollups_refresh()
 
-    status = analytics.month_status(organization=org)
+    status = selectors.month_status(organization=org)
 
     assert status == {
         "month": "2025-03",
@@ -355,7 +355,7 @@ def test_month_status_uses_the_usage_counters_until_rollups_exist(org, key):
         organization=org, api_key=key, month=date(2025, 3, 1), requests=30, cost_eur=Decimal("3")
     )
 
-    status = analytics.month_status(organization=org, now=datetime(2025, 3, 11, tzinfo=UTC))
+    status = selectors.month_status(organization=org, now=datetime(2025, 3, 11, tzinfo=UTC))
 
     assert status["requests"] == 30 and status["cost_eur"] == Decimal("3")
     assert status["quota"] == 500 and status["rate_limit_per_minute"] == 20
@@ -373,12 +373,12 @@ def test_trace_list_filters_and_orders_newest_first(org, key, second_key):
     )  # fmt: skip
 
     window = {"start": T, "end": T + timedelta(hours=1)}
-    listed = analytics.trace_list(organization=org, filters=window)
+    listed = selectors.trace_list(organization=org, filters=window)
     assert [t.created_at.minute for t in listed] == [9, 5, 0]
     assert (
-        analytics.trace_list(organization=org, filters={**window, "model": "gpt-4o"}).count() == 1
+        selectors.trace_list(organization=org, filters={**window, "model": "gpt-4o"}).count() == 1
     )
     blocked = {**window, "status": "blocked", "error_code": "rate_limit_exceeded"}
-    assert analytics.trace_list(organization=org, filters=blocked).get().api_key == second_key
-    assert analytics.trace_list(organization=org, filters={"api_key": key.pk}).count() == 3
-    assert analytics.trace_list(organization=org, filters={"end": date(2025, 3, 13)}).count() == 1
+    assert selectors.trace_list(organization=org, filters=blocked).get().api_key == second_key
+    assert selectors.trace_list(organization=org, filters={"api_key": key.pk}).count() == 3
+    assert selectors.trace_list(organization=org, filters={"end": date(2025, 3, 13)}).count() == 1

@@ -16,7 +16,7 @@ from rest_framework.test import APIClient
 from accounts.services import api_key_create, organization_create
 from accounts.tests.factories import UserFactory
 from billing.selectors import tier_get
-from gateway import analytics
+from gateway.analytics import rollups
 from gateway.tests.analytics_data import make_trace, store
 
 pytestmark = pytest.mark.django_db
@@ -55,7 +55,7 @@ def traffic(org, api_key):
             model="claude-3-haiku-20240307",
         ),
     )  # fmt: skip
-    analytics.rollups_refresh()
+    rollups.rollups_refresh()
     return traces
 
 
@@ -65,7 +65,7 @@ def other_org():
     other = organization_create(name="Other", owner=stranger, tier=tier_get(slug="pro"))
     their_key, secret = api_key_create(organization=other, created_by=stranger, name="theirs")
     store(make_trace(other, their_key, timezone.now() - timedelta(hours=1)))
-    analytics.rollups_refresh()
+    rollups.rollups_refresh()
     return other, their_key, secret
 
 

@@ -15,9 +15,9 @@ import httpx
 import orjson
 import pytest
 
-from gateway.app import Gateway
+from gateway.dataplane.app import Gateway
+from gateway.dataplane.providers.openai import OpenAIProvider
 from gateway.models import Trace, UsageCounter
-from gateway.providers.openai import OpenAIProvider
 from gateway.tests.conftest import redis_url_for_tests, seed_catalogue, wait_for
 
 MESSAGES = [{"role": "user", "content": "Hello"}]

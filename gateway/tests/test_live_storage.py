@@ -16,11 +16,11 @@ import pytest
 import redis
 from django.db.models import Sum
 
+from gateway.dataplane.buffer import STREAM
 from gateway.models import Trace, TraceDeadLetter, UsageCounter
 from gateway.tests.conftest import ROOT, run_gateway, wait_for
 from gateway.tests.test_traces import trace_record
 from gateway.trace_ids import public
-from gateway.traces import STREAM
 from tests.redis_server import redis_server
 
 CALLS = 20

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 
-from gateway.loopguard import fingerprint, repeats_a_cycle
+from gateway.dataplane.loopguard import fingerprint, repeats_a_cycle
 
 _ids = itertools.count(1)
 

@@ -14,8 +14,8 @@ import pytest
 from django.test import Client
 from prometheus_client import REGISTRY
 
-from gateway import metrics
-from gateway.catalog import catalog_load
+from aqta import metrics
+from gateway.dataplane.catalog import catalog_load
 from gateway.models import TraceDeadLetter
 from gateway.tests.conftest import redis_url_for_tests, run_gateway, seed_catalogue
 

@@ -2,7 +2,8 @@
 
 Stream payloads have the shape of recorded OpenAI streams (compact JSON, one ``data:``
 line per event, a usage chunk with ``"choices": []``, then ``[DONE]``). The adapter forwards
-every chunk, the usage chunk included; ``gateway.stream_tail`` decides what the client gets.
+every chunk, the usage chunk included; ``gateway.dataplane.stream_tail`` decides what the
+client gets.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import orjson
 import pytest
 
 from billing.pricing import Usage
-from gateway.catalog import Deployment, Endpoint
-from gateway.providers.base import StreamState
-from gateway.providers.openai import OpenAIProvider
+from gateway.dataplane.catalog import Deployment, Endpoint
+from gateway.dataplane.providers.base import StreamState
+from gateway.dataplane.providers.openai import OpenAIProvider
 
 provider = OpenAIProvider()
 
@@ -212,7 +213,7 @@ def test_crlf_line_endings_split_between_cr_and_lf_give_the_same_events():
 
 
 def test_the_streamed_text_can_be_recovered_from_the_forwarded_events():
-    from gateway.app import _delta_text
+    from gateway.dataplane.app import _delta_text
 
     forwarded, _ = translate([TEXT_STREAM])
 

@@ -18,9 +18,9 @@ import pytest
 from aqta.errors import AqtaError
 from billing.models import ModelPrice
 from billing.pricing import Usage, cost_usd
-from gateway.catalog import Deployment, Endpoint
-from gateway.providers.base import StreamState
-from gateway.providers.perplexity import PerplexityProvider, requested_search_context_size
+from gateway.dataplane.catalog import Deployment, Endpoint
+from gateway.dataplane.providers.base import StreamState
+from gateway.dataplane.providers.perplexity import PerplexityProvider, requested_search_context_size
 from gateway.tests.streams import client_events
 
 FIXTURES = Path(__file__).parent / "fixtures" / "perplexity"

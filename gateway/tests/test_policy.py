@@ -17,7 +17,7 @@ import pytest
 from redis.asyncio import Redis
 
 from accounts.key_records import revoked_marker
-from gateway.policy import (
+from gateway.dataplane.policy import (
     BUDGET_KEY,
     BUDGET_ORG,
     LOOP,

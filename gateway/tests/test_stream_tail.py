@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from gateway.stream_tail import StreamTail
+from gateway.dataplane.stream_tail import StreamTail
 
 ENVELOPE = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "m"}
 AQTA = {"trace_id": "tr_" + "0" * 32, "cost_eur": 0.5}

@@ -19,7 +19,9 @@ from django.db import close_old_connections, connection
 from prometheus_client import REGISTRY
 
 from accounts.models import ApiKey
-from gateway import crypto, traces
+from gateway import crypto
+from gateway import storage as traces
+from gateway.dataplane.buffer import GROUP, LocalBuffer, RedisBuffer
 from gateway.models import (
     GatewayEvent,
     Trace,
@@ -27,9 +29,9 @@ from gateway.models import (
     TraceDeadLetter,
     UsageCounter,
 )
+from gateway.storage import StorageUnavailable, write_batch
 from gateway.tests.conftest import redis_url_for_tests
 from gateway.trace_ids import public
-from gateway.traces import LocalBuffer, RedisBuffer, StorageUnavailable, write_batch
 
 T0 = datetime(2025, 3, 14, 12, 0, tzinfo=UTC).timestamp()
 MARCH = date(2025, 3, 1)
@@ -45,7 +47,7 @@ def _keep_the_test_connection(monkeypatch):
         if threading.current_thread() is not threading.main_thread():
             close_old_connections()
 
-    monkeypatch.setattr("gateway.traces.close_old_connections", close_unless_the_tests_own)
+    monkeypatch.setattr("gateway.storage.close_old_connections", close_unless_the_tests_own)
 
 
 def trace_record(api_key: ApiKey, **changes) -> dict:
@@ -422,7 +424,7 @@ def test_parking_alerts_the_log_once_per_process_and_counts_every_record(
 ):
     before = dead_letters_counted("local")
 
-    with caplog.at_level(logging.INFO, logger="aqta.gateway.traces"):
+    with caplog.at_level(logging.INFO, logger="aqta.gateway.storage"):
         write_batch([trace_record(key, **POISON), trace_record(key)])
         write_batch([trace_record(key, **POISON), trace_record(key, **POISON)])
 
@@ -578,7 +580,7 @@ def test_the_stream_parks_unreadable_entries_and_stores_the_rest(
         await client.xadd(buffer.stream, {"other": b"field"})
         await client.xadd(buffer.stream, {"d": b"[1, 2]"})
         read = await buffer.flush_once()
-        pending = await client.xpending(buffer.stream, traces.GROUP)
+        pending = await client.xpending(buffer.stream, GROUP)
         return read, await client.xlen(buffer.stream), pending["pending"]
 
     read, left, pending = asyncio.run(_with_stream_buffer(stream_url, scenario))

@@ -6,8 +6,8 @@ import orjson
 import pytest
 
 from aqta.errors import AqtaError
-from gateway.catalog import Deployment, Endpoint
-from gateway.providers import adapter_for
+from gateway.dataplane.catalog import Deployment, Endpoint
+from gateway.dataplane.providers import adapter_for
 
 PROVIDERS = ["anthropic", "google", "perplexity"]
 USER = [{"role": "user", "content": "Hi"}]

@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aqta.errors import AqtaError
-from gateway import schema as openai_schema
-from gateway.schema import generate
-from gateway.validation import chat_request
+from gateway.dataplane import schema as openai_schema
+from gateway.dataplane.schema import generate
+from gateway.dataplane.validation import chat_request
 
 MESSAGES = [{"role": "user", "content": "Say hello."}]
 

@@ -14,7 +14,7 @@ import signal
 from django.core.management.base import BaseCommand, CommandError
 
 from aqta import redis as aqta_redis
-from gateway.traces import RedisBuffer
+from gateway.dataplane.buffer import RedisBuffer
 
 
 class Command(BaseCommand):

@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from gateway.models import TraceDeadLetter
 from gateway.services import dead_letters_discard, dead_letters_replay
-from gateway.traces import StorageUnavailable
+from gateway.storage import StorageUnavailable
 
 
 class Command(BaseCommand):

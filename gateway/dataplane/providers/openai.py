@@ -2,7 +2,7 @@
 
 Requests go upstream as sent, with the upstream model id and streamed usage forced on;
 answers come back byte for byte (the gateway drops the usage chunk when the client did not
-ask for it, see ``gateway.stream_tail``).
+ask for it, see ``gateway.dataplane.stream_tail``).
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import orjson
 
 from billing.pricing import Usage
-from gateway.catalog import Deployment
-from gateway.providers.base import StreamState, UpstreamRequest
+from gateway.dataplane.catalog import Deployment
+from gateway.dataplane.providers.base import StreamState, UpstreamRequest
 
 EVENT_END = b"\n\n"
 DATA = b"data:"

@@ -9,7 +9,7 @@ import random
 import aiohttp
 
 from aqta.errors import AqtaError
-from gateway.providers.base import UpstreamRequest
+from gateway.dataplane.providers.base import UpstreamRequest
 
 RETRYABLE = frozenset({429, 500, 502, 503, 504, 529})
 BACKOFF_BASE = 0.2

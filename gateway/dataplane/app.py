@@ -24,20 +24,27 @@ from django.conf import settings
 from redis.exceptions import RedisError
 
 from accounts.key_records import KeyRecord, digest_for
+from aqta import metrics
 from aqta import redis as aqta_redis
 from aqta.errors import AqtaError
 from billing.pricing import Usage
-from gateway import crypto, http, loopguard, metrics, policy, validation
-from gateway.breaker import Breaker
-from gateway.catalog import Catalog, Deployment, ModelEntry, catalog_load
-from gateway.keycache import KeyCache
-from gateway.providers import adapter_for
-from gateway.providers.base import Provider, StreamState, openai_usage
-from gateway.responsecache import ResponseCache
-from gateway.stream_tail import StreamTail
+from gateway import crypto
+from gateway.dataplane import http, loopguard, policy, validation
+from gateway.dataplane.breaker import Breaker
+from gateway.dataplane.buffer import LocalBuffer, RedisBuffer
+from gateway.dataplane.catalog import Catalog, Deployment, ModelEntry, catalog_load
+from gateway.dataplane.keycache import KeyCache
+from gateway.dataplane.providers import adapter_for
+from gateway.dataplane.providers.base import Provider, StreamState, openai_usage
+from gateway.dataplane.responsecache import ResponseCache
+from gateway.dataplane.stream_tail import StreamTail
+from gateway.dataplane.upstream import (
+    open_response,
+    provider_error,
+    provider_timeout,
+    session_create,
+)
 from gateway.trace_ids import TraceIds
-from gateway.traces import LocalBuffer, RedisBuffer
-from gateway.upstream import open_response, provider_error, provider_timeout, session_create
 
 logger = logging.getLogger("aqta.gateway")
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from gateway import analytics_api
+from gateway.analytics import api as analytics_api
 
 app_name = "analytics"
 

@@ -1,6 +1,6 @@
 """The provider interface. Each provider is one module that turns the OpenAI request into
 its own wire format and its answers (JSON, SSE, errors) back into OpenAI's. Adding a
-provider means adding a module and registering it in ``gateway.providers``.
+provider means adding a module and registering it in ``gateway.dataplane.providers``.
 
 Token usage is reported in OpenAI's terms (``billing.pricing.Usage``): ``prompt_tokens``
 includes cached and cache-write tokens, which are also given separately.
@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from aqta.errors import AqtaError
 from billing.pricing import Usage
-from gateway.catalog import Deployment
+from gateway.dataplane.catalog import Deployment
 
 
 @dataclass(slots=True)
@@ -93,7 +93,7 @@ class Provider(Protocol):
         (``data: {...}\\n\\n`` each, never ``[DONE]``), always ending with the usage
         chunk (``"choices": []``) as OpenAI sends it with ``include_usage``: the gateway
         holds the finish and usage chunks back and drops the latter unless it was asked
-        for (``gateway.stream_tail``). Sets ``state.usage`` (final totals),
+        for (``gateway.dataplane.stream_tail``). Sets ``state.usage`` (final totals),
         ``state.done`` when the upstream stream completed, ``state.error`` (an OpenAI
         ``data: {"error": ...}`` event) when the upstream reported an error mid-stream,
         ``state.first`` (the first translated chunk: its ``id``/``created``/``model``

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from gateway.providers.anthropic import AnthropicProvider
-from gateway.providers.base import Provider
-from gateway.providers.gemini import GeminiProvider
-from gateway.providers.openai import OpenAIProvider
-from gateway.providers.perplexity import PerplexityProvider
+from gateway.dataplane.providers.anthropic import AnthropicProvider
+from gateway.dataplane.providers.base import Provider
+from gateway.dataplane.providers.gemini import GeminiProvider
+from gateway.dataplane.providers.openai import OpenAIProvider
+from gateway.dataplane.providers.perplexity import PerplexityProvider
 
 _openai = OpenAIProvider()
 

@@ -1,7 +1,7 @@
 """Loop guard (policy ``loop_guard``): signs of a runaway agent in a request.
 
 (a) The same fingerprint (model + normalised messages + tools) from one key too often in
-    a window: counted by the limiter (``gateway/policy.py``).
+    a window: counted by the limiter (``gateway/dataplane/policy.py``).
 (b) A conversation whose trailing assistant turns repeat a cycle: the same tool call with
     the same arguments, or the same assistant text, ``MIN_REPEATS`` times or more, possibly
     as a cycle of up to ``MAX_PERIOD`` different turns (A B A B A B). Decided here, from the

@@ -1,10 +1,5 @@
-"""Trace and usage records leave the request path through a buffer.
-
-- With Redis: a stream (``aqta:traces``). Every worker runs a flusher in a consumer
-  group; entries are acknowledged only after they are in PostgreSQL, and entries left
-  pending by a crashed worker are claimed by another one, so nothing is lost.
-- Embedded: an in-process list flushed every ``FLUSH_INTERVAL`` seconds and at shutdown
-  (a crash loses at most that much).
+"""Storing trace and usage records in the database: what the flushers of
+``gateway.dataplane.buffer`` write.
 
 Writing a batch is idempotent: traces already stored are skipped, and usage is counted
 only for traces inserted by that batch, in the same transaction.
@@ -20,14 +15,10 @@ or refuses writes) nothing is parked: the batch stays in the buffer and is retri
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
-import os
-import socket
 import threading
-import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable
@@ -49,8 +40,8 @@ from django.db.models import CharField, DecimalField, F, Q, TextField
 from django.utils import timezone
 
 from accounts.models import ApiKey
+from aqta.metrics import DEAD_LETTERS
 from gateway import trace_ids
-from gateway.metrics import DEAD_LETTERS
 from gateway.models import (
     DeadLetterSource,
     GatewayEvent,
@@ -61,16 +52,7 @@ from gateway.models import (
     UsageCounter,
 )
 
-logger = logging.getLogger("aqta.gateway.traces")
-
-STREAM = "aqta:traces"
-GROUP = "flushers"
-FLUSH_INTERVAL = 1.0
-BATCH = 1000
-CLAIM_IDLE_MS = 30_000
-STREAM_MAXLEN = 2_000_000
-# During an outage the flusher retries every FLUSH_INTERVAL but says so only this often.
-FAILURE_LOG_INTERVAL = 60.0
+logger = logging.getLogger("aqta.gateway.storage")
 
 TRACE_FIELDS = {f.name for f in Trace._meta.concrete_fields} - {"organization", "api_key"}
 # The widths of the text columns a record fills (None: unbounded).
@@ -125,7 +107,7 @@ def _public_id(value: object) -> str:
     return trace_ids.public(parsed) if parsed is not None else str(value or "")
 
 
-def _fit(value: Any, limit: int | None) -> Any:
+def fit(value: Any, limit: int | None) -> Any:
     """Text as the database takes it: no NUL, no lone surrogate, at most ``limit`` long."""
     if not isinstance(value, str):
         return value
@@ -158,12 +140,12 @@ def clean(record: dict) -> dict:
     cleaned = dict(record)
     for name, limit in TRACE_TEXT.items():
         if name in cleaned:
-            cleaned[name] = _fit(cleaned[name], limit)
+            cleaned[name] = fit(cleaned[name], limit)
     if "event" in cleaned:
-        cleaned["event"] = _fit(cleaned["event"], EVENT_KIND_LENGTH)
+        cleaned["event"] = fit(cleaned["event"], EVENT_KIND_LENGTH)
     content = cleaned.get("content")
     if isinstance(content, dict):
-        cleaned["content"] = {name: _fit(text, None) for name, text in content.items()}
+        cleaned["content"] = {name: fit(text, None) for name, text in content.items()}
     return cleaned
 
 
@@ -185,7 +167,7 @@ def write_batch(
     close_old_connections()
     try:
         stored, failures = _store_isolating(records)
-        parked = [(_record_text(record), record, _describe(error)) for record, error in failures]
+        parked = [(record_text(record), record, describe(error)) for record, error in failures]
         parked += [(entry.payload, None, entry.error) for entry in unreadable]
         if parked:
             _park(parked, source)
@@ -203,7 +185,7 @@ def _store_isolating(records: list) -> tuple[int, list[tuple[Any, Exception]]]:
         return _write([clean(r) for r in records]), []
     except Exception as error:
         if not _storage_works():
-            raise StorageUnavailable(_describe(error)) from error
+            raise StorageUnavailable(describe(error)) from error
     stored = 0
     failures: list[tuple[Any, Exception]] = []
     for record in records:
@@ -213,7 +195,7 @@ def _store_isolating(records: list) -> tuple[int, list[tuple[Any, Exception]]]:
             failures.append((record, error))
     # The database may have gone away while the records were tried.
     if failures and not _storage_works():
-        raise StorageUnavailable(_describe(failures[0][1]))
+        raise StorageUnavailable(describe(failures[0][1]))
     return stored, failures
 
 
@@ -361,11 +343,11 @@ _dead_letter_alerted = False
 _alert_lock = threading.Lock()
 
 
-def _describe(error: BaseException) -> str:
-    return _fit(f"{type(error).__name__}: {error}", ERROR_LENGTH)
+def describe(error: BaseException) -> str:
+    return fit(f"{type(error).__name__}: {error}", ERROR_LENGTH)
 
 
-def _record_text(record: Any) -> str:
+def record_text(record: Any) -> str:
     """The record as JSON text; NUL stays escaped (``\\u0000``), which a text column takes."""
     try:
         return orjson.dumps(record).decode()
@@ -384,10 +366,10 @@ def _park(items: list[tuple[str, Any, str]], source: str) -> None:
                 created_at=now,
                 last_attempt_at=now,
                 source=source,
-                trace_id=_fit(_public_id(fields.get("id")), DEAD_LETTER_ID_LENGTH),
-                organization_id=_fit(str(fields.get("org_id") or ""), DEAD_LETTER_ID_LENGTH),
+                trace_id=fit(_public_id(fields.get("id")), DEAD_LETTER_ID_LENGTH),
+                organization_id=fit(str(fields.get("org_id") or ""), DEAD_LETTER_ID_LENGTH),
                 error=error,
-                payload=_fit(payload, None),
+                payload=fit(payload, None),
                 payload_sha256=hashlib.sha256(payload.encode(errors="replace")).hexdigest(),
             )
         )
@@ -431,9 +413,9 @@ def dead_letters_replay(letters: Iterable[TraceDeadLetter]) -> tuple[int, int]:
         try:
             readable.append((letter, orjson.loads(letter.payload)))
         except orjson.JSONDecodeError as error:
-            failing.append((letter, _describe(error)))
+            failing.append((letter, describe(error)))
     _, failures = _store_isolating([record for _, record in readable])
-    errors = {id(record): _describe(error) for record, error in failures}
+    errors = {id(record): describe(error) for record, error in failures}
     done = [letter.pk for letter, record in readable if id(record) not in errors]
     failing += [(letter, errors[id(record)]) for letter, record in readable if id(record) in errors]
     now = timezone.now()
@@ -444,206 +426,3 @@ def dead_letters_replay(letters: Iterable[TraceDeadLetter]) -> tuple[int, int]:
                 error=error, attempts=F("attempts") + 1, last_attempt_at=now
             )
     return len(done), len(failing)
-
-
-# --- Buffers ----------------------------------------------------------------------------------
-
-
-class _FailureLog:
-    """Logs a run of failures when it starts and then every FAILURE_LOG_INTERVAL, not on
-    every retry, and says when it ended."""
-
-    def __init__(self, what: str) -> None:
-        self.what = what
-        self.since: float | None = None
-        self.logged = 0.0
-
-    def failed(self, error: BaseException) -> None:
-        now = time.monotonic()
-        if self.since is None:
-            self.since = now
-        if now - self.logged >= FAILURE_LOG_INTERVAL:
-            self.logged = now
-            logger.error("%s: %s; retrying", self.what, _describe(error))
-
-    def recovered(self) -> None:
-        if self.since is not None:
-            elapsed = time.monotonic() - self.since
-            logger.warning("%s: working again after %.0f s", self.what, elapsed)
-            self.since = None
-            self.logged = 0.0
-
-
-class LocalBuffer:
-    """Embedded mode: a list, flushed by the worker's flusher task."""
-
-    def __init__(self) -> None:
-        self.items: list[dict] = []
-        self.failures = _FailureLog("trace flush failed, records kept for the next try")
-
-    def add(self, record: dict) -> None:
-        self.items.append(record)
-
-    def pipeline_add(self, pipe, record: dict) -> None:
-        self.items.append(record)
-
-    async def flush_once(self) -> int:
-        if not self.items:
-            return 0
-        batch, self.items = self.items, []
-        try:
-            stored = await asyncio.to_thread(write_batch, batch, source=DeadLetterSource.LOCAL)
-        except Exception as error:
-            self.failures.failed(error)
-            self.items[:0] = batch
-            return 0
-        self.failures.recovered()
-        return stored
-
-    async def run(self, stop: asyncio.Event, consume: bool = True) -> None:
-        while not stop.is_set():
-            try:
-                await asyncio.wait_for(stop.wait(), FLUSH_INTERVAL)
-            except TimeoutError:
-                pass
-            await self.flush_once()
-        await self.flush_once()
-
-
-class RedisBuffer:
-    """Production: a Redis stream read by every worker's flusher in one consumer group."""
-
-    def __init__(self, client, reader, stream: str = STREAM) -> None:
-        self.client = client
-        self.reader = reader  # blocking reads, with a socket timeout above the block time
-        self.stream = stream
-        self.consumer = f"{socket.gethostname()}-{os.getpid()}"
-        self.fallback = LocalBuffer()
-        # Entries this consumer read but could not store yet: retried before new ones.
-        self.holding = False
-        self.failures = _FailureLog("trace flusher")
-
-    def pipeline_add(self, pipe, record: dict) -> None:
-        pipe.xadd(self.stream, {"d": orjson.dumps(record)}, maxlen=STREAM_MAXLEN, approximate=True)
-
-    def add_local(self, record: dict) -> None:
-        """When Redis is down the record is written from this process instead."""
-        self.fallback.add(record)
-
-    async def ensure_group(self) -> None:
-        try:
-            await self.client.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
-        except Exception as error:  # BUSYGROUP: it exists already
-            if "BUSYGROUP" not in str(error):
-                raise
-
-    async def _store(self, entries) -> None:
-        if not entries:
-            return
-        records: list[dict] = []
-        unreadable: list[Unreadable] = []
-        for _, fields in entries:
-            if not fields:
-                continue  # deleted after it was read: only the acknowledgement is missing
-            record, problem = _parse(fields)
-            if problem is None:
-                records.append(record)
-            else:
-                unreadable.append(problem)
-        try:
-            await asyncio.to_thread(
-                write_batch, records, source=DeadLetterSource.STREAM, unreadable=unreadable
-            )
-        except Exception:
-            self.holding = True
-            raise
-        ids = [entry_id for entry_id, _ in entries]
-        async with self.client.pipeline(transaction=False) as pipe:
-            pipe.xack(self.stream, GROUP, *ids)
-            pipe.xdel(self.stream, *ids)
-            await pipe.execute()
-
-    async def flush_once(self, block_ms: int | None = None) -> int:
-        """Store up to BATCH waiting entries; returns how many there were."""
-        if self.holding:
-            return await self._retry_held()
-        reply = await self.reader.xreadgroup(
-            GROUP, self.consumer, {self.stream: ">"}, count=BATCH, block=block_ms
-        )
-        count = 0
-        for _, entries in reply or []:
-            await self._store(entries)
-            count += len(entries)
-        return count
-
-    async def _retry_held(self) -> int:
-        """This consumer's pending entries (id 0 reads them), before anything new."""
-        reply = await self.client.xreadgroup(GROUP, self.consumer, {self.stream: "0"}, count=BATCH)
-        entries = [entry for _, batch in reply or [] for entry in batch]
-        await self._store(entries)
-        if len(entries) < BATCH:
-            self.holding = False
-        return len(entries)
-
-    async def claim_abandoned(self) -> None:
-        _, entries, *_ = await self.client.xautoclaim(
-            self.stream, GROUP, self.consumer, min_idle_time=CLAIM_IDLE_MS, count=BATCH
-        )
-        await self._store([e for e in entries if e and e[1]])
-
-    async def run(self, stop: asyncio.Event, consume: bool = True) -> None:
-        if not consume:
-            await self.fallback.run(stop)
-            return
-        grouped = False
-        cycles = 0
-        while not stop.is_set():
-            try:
-                if not grouped:
-                    await self.ensure_group()
-                    grouped = True
-                stored = await self.flush_once(block_ms=int(FLUSH_INTERVAL * 1000))
-                cycles += 1
-                if cycles % 30 == 1:
-                    await self.claim_abandoned()
-                self.failures.recovered()
-                if stored < BATCH:
-                    # Batch up: a write per trace would cost more than the calls it records.
-                    try:
-                        await asyncio.wait_for(stop.wait(), FLUSH_INTERVAL)
-                    except TimeoutError:
-                        pass
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                if "NOGROUP" in str(error):  # the stream was deleted (e.g. Redis flushed)
-                    grouped = False
-                    self.holding = False
-                    continue
-                self.failures.failed(error)
-                await asyncio.sleep(FLUSH_INTERVAL)
-            await self.fallback.flush_once()
-        try:
-            await self.flush_once()
-        except Exception:
-            logger.exception("trace flusher: final flush failed; entries stay in the stream")
-        await self.fallback.flush_once()
-
-
-def _parse(fields: dict) -> tuple[dict, None] | tuple[None, Unreadable]:
-    """A stream entry's record, or why it is not one."""
-    data = fields.get(b"d")
-    if data is None:
-        text = {_bytes_text(k): _bytes_text(v) for k, v in fields.items()}
-        return None, Unreadable(_record_text(text), "the entry has no 'd' field")
-    try:
-        record = orjson.loads(data)
-    except orjson.JSONDecodeError as error:
-        return None, Unreadable(_bytes_text(data), _describe(error))
-    if not isinstance(record, dict):
-        return None, Unreadable(_bytes_text(data), "the entry is not a JSON object")
-    return record, None
-
-
-def _bytes_text(value: bytes) -> str:
-    return _fit(value.decode(errors="replace"), None)

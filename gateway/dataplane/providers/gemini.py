@@ -75,8 +75,8 @@ import orjson
 
 from aqta.errors import AqtaError, error_body
 from billing.pricing import Usage
-from gateway.catalog import Deployment
-from gateway.providers.base import StreamState, UpstreamRequest, refusal
+from gateway.dataplane.catalog import Deployment
+from gateway.dataplane.providers.base import StreamState, UpstreamRequest, refusal
 
 API_VERSION = "v1beta"
 THOUGHT_SEPARATOR = "__thought__"

@@ -70,8 +70,8 @@ import orjson
 
 from aqta.errors import AqtaError, error_body
 from billing.pricing import Usage
-from gateway.catalog import Deployment
-from gateway.providers.base import (
+from gateway.dataplane.catalog import Deployment
+from gateway.dataplane.providers.base import (
     SYSTEM_ROLES,
     StreamState,
     UpstreamRequest,

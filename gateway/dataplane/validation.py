@@ -36,7 +36,7 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 
 from aqta.errors import AqtaError
-from gateway import schema as openai_schema
+from gateway.dataplane import schema as openai_schema
 
 INVALID = "invalid_parameter"
 MISSING = "missing_parameter"

@@ -34,8 +34,8 @@ from accounts.api import OrganizationScopedApi, validated
 from aqta.errors import AqtaError
 from aqta.openapi import ORGANIZATION_PARAMETER, error_responses
 from billing.models import Analytics, Tier
-from gateway import analytics
 from gateway import openapi as _openapi  # noqa: F401  (registers the auth schemes)
+from gateway.analytics import rollups, selectors
 from gateway.models import Trace, TraceStatus
 
 MAX_RANGE = timedelta(days=400)
@@ -120,7 +120,7 @@ class InstantField(serializers.Field):
         if day is None and moment is None:
             self.fail("invalid")
         try:
-            value = analytics.instant(day, end=self.end) if day else analytics.instant(moment)
+            value = rollups.instant(day, end=self.end) if day else rollups.instant(moment)
         except OverflowError:  # the day after 9999-12-31, or an offset past either end
             self.fail("out_of_range")
         if not self.EARLIEST <= value <= self.LATEST:
@@ -333,7 +333,7 @@ class AnalyticsApi(OrganizationScopedApi):
                 code="invalid_parameter",
                 param="format",
             )
-        analytics.rollups_refresh_without_beat()
+        rollups.rollups_refresh_without_beat()
         self.organization = organization
 
     def handle_exception(self, exc: Exception) -> Response:
@@ -442,10 +442,10 @@ class AnalyticsRequestsApi(AnalyticsApi):
     )
     def get(self, request: Request) -> Response:
         query = validated(self.Query, self.query(request))
-        traces = analytics.trace_list(organization=self.organization, filters=query)
+        traces = selectors.trace_list(organization=self.organization, filters=query)
         if "cursor" in query:
             created_at, trace_id = query["cursor"]
-            traces = analytics.trace_page_after(traces, created_at=created_at, trace_id=trace_id)
+            traces = selectors.trace_page_after(traces, created_at=created_at, trace_id=trace_id)
         page = list(traces[: query["limit"] + 1])
         has_more = len(page) > query["limit"]
         page = page[: query["limit"]]
@@ -455,7 +455,7 @@ class AnalyticsRequestsApi(AnalyticsApi):
             link = {"Link": f'<{next_url}>; rel="next"'} if next_url else {}
             header = list(TraceOutput.Meta.fields)
             return csv_response(data, header, "aqta-requests.csv", **link)
-        usage = analytics.usage_aggregates(
+        usage = selectors.usage_aggregates(
             organization=self.organization,
             start=query["start"],
             end=query["end"],
@@ -495,7 +495,7 @@ class AnalyticsCostsApi(AnalyticsApi):
         def default_start(self, end: datetime) -> datetime:
             """The start of the month the range ends in (this month, by default)."""
             last = end - timedelta(microseconds=1)
-            return analytics.instant(date(last.year, last.month, 1))
+            return rollups.instant(date(last.year, last.month, 1))
 
     @extend_schema_serializer(component_name="AnalyticsCosts")
     class Output(serializers.Serializer):
@@ -570,7 +570,7 @@ class AnalyticsCostsApi(AnalyticsApi):
     )
     def get(self, request: Request) -> Response:
         query = validated(self.Query, self.query(request))
-        rows = analytics.usage_by(
+        rows = selectors.usage_by(
             organization=self.organization,
             start=query["start"],
             end=query["end"],
@@ -589,6 +589,6 @@ class AnalyticsCostsApi(AnalyticsApi):
             "group_by": query["group_by"],
             "total": self.Output.Total(total).data,
             "data": data,
-            "month": MonthOutput(analytics.month_status(organization=self.organization)).data,
+            "month": MonthOutput(selectors.month_status(organization=self.organization)).data,
         }
         return Response(body)

@@ -32,9 +32,9 @@ import orjson
 
 from aqta.errors import AqtaError
 from billing.pricing import Usage
-from gateway.catalog import Deployment
-from gateway.providers.base import StreamState, UpstreamRequest, only_system, refusal
-from gateway.providers.openai import DATA, DONE, EVENT_END
+from gateway.dataplane.catalog import Deployment
+from gateway.dataplane.providers.base import StreamState, UpstreamRequest, only_system, refusal
+from gateway.dataplane.providers.openai import DATA, DONE, EVENT_END
 
 SEARCH_CONTEXT_SIZES = ("low", "medium", "high")
 DEFAULT_SEARCH_CONTEXT_SIZE = "low"

@@ -1,0 +1,236 @@
+"""Trace and usage records leave the request path through a buffer.
+
+- With Redis: a stream (``aqta:traces``). Flushers read it in a consumer group (the workers'
+  own, or a dedicated ``manage.py run_flusher`` process); entries are acknowledged only
+  after they are in PostgreSQL, and entries left pending by a crashed flusher are claimed
+  by another one, so nothing is lost.
+- Embedded: an in-process list flushed every ``FLUSH_INTERVAL`` seconds and at shutdown
+  (a crash loses at most that much).
+
+Both implement :class:`Buffer`. What a flush writes, and how a record that cannot be stored
+is parked, is ``gateway.storage``'s business.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+
+import orjson
+
+from gateway.models import DeadLetterSource
+from gateway.storage import Unreadable, describe, fit, record_text, write_batch
+
+logger = logging.getLogger("aqta.gateway.traces")
+
+STREAM = "aqta:traces"
+GROUP = "flushers"
+FLUSH_INTERVAL = 1.0
+BATCH = 1000
+CLAIM_IDLE_MS = 30_000
+STREAM_MAXLEN = 2_000_000
+# During an outage the flusher retries every FLUSH_INTERVAL but says so only this often.
+FAILURE_LOG_INTERVAL = 60.0
+
+
+class _FailureLog:
+    """Logs a run of failures when it starts and then every FAILURE_LOG_INTERVAL, not on
+    every retry, and says when it ended."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.since: float | None = None
+        self.logged = 0.0
+
+    def failed(self, error: BaseException) -> None:
+        now = time.monotonic()
+        if self.since is None:
+            self.since = now
+        if now - self.logged >= FAILURE_LOG_INTERVAL:
+            self.logged = now
+            logger.error("%s: %s; retrying", self.what, describe(error))
+
+    def recovered(self) -> None:
+        if self.since is not None:
+            elapsed = time.monotonic() - self.since
+            logger.warning("%s: working again after %.0f s", self.what, elapsed)
+            self.since = None
+            self.logged = 0.0
+
+
+class LocalBuffer:
+    """Embedded mode: a list, flushed by the worker's flusher task."""
+
+    def __init__(self) -> None:
+        self.items: list[dict] = []
+        self.failures = _FailureLog("trace flush failed, records kept for the next try")
+
+    def add(self, record: dict) -> None:
+        self.items.append(record)
+
+    def pipeline_add(self, pipe, record: dict) -> None:
+        self.items.append(record)
+
+    async def flush_once(self) -> int:
+        if not self.items:
+            return 0
+        batch, self.items = self.items, []
+        try:
+            stored = await asyncio.to_thread(write_batch, batch, source=DeadLetterSource.LOCAL)
+        except Exception as error:
+            self.failures.failed(error)
+            self.items[:0] = batch
+            return 0
+        self.failures.recovered()
+        return stored
+
+    async def run(self, stop: asyncio.Event, consume: bool = True) -> None:
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), FLUSH_INTERVAL)
+            except TimeoutError:
+                pass
+            await self.flush_once()
+        await self.flush_once()
+
+
+class RedisBuffer:
+    """Production: a Redis stream read by every worker's flusher in one consumer group."""
+
+    def __init__(self, client, reader, stream: str = STREAM) -> None:
+        self.client = client
+        self.reader = reader  # blocking reads, with a socket timeout above the block time
+        self.stream = stream
+        self.consumer = f"{socket.gethostname()}-{os.getpid()}"
+        self.fallback = LocalBuffer()
+        # Entries this consumer read but could not store yet: retried before new ones.
+        self.holding = False
+        self.failures = _FailureLog("trace flusher")
+
+    def pipeline_add(self, pipe, record: dict) -> None:
+        pipe.xadd(self.stream, {"d": orjson.dumps(record)}, maxlen=STREAM_MAXLEN, approximate=True)
+
+    def add_local(self, record: dict) -> None:
+        """When Redis is down the record is written from this process instead."""
+        self.fallback.add(record)
+
+    async def ensure_group(self) -> None:
+        try:
+            await self.client.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
+        except Exception as error:  # BUSYGROUP: it exists already
+            if "BUSYGROUP" not in str(error):
+                raise
+
+    async def _store(self, entries) -> None:
+        if not entries:
+            return
+        records: list[dict] = []
+        unreadable: list[Unreadable] = []
+        for _, fields in entries:
+            if not fields:
+                continue  # deleted after it was read: only the acknowledgement is missing
+            record, problem = _parse(fields)
+            if problem is None:
+                records.append(record)
+            else:
+                unreadable.append(problem)
+        try:
+            await asyncio.to_thread(
+                write_batch, records, source=DeadLetterSource.STREAM, unreadable=unreadable
+            )
+        except Exception:
+            self.holding = True
+            raise
+        ids = [entry_id for entry_id, _ in entries]
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.xack(self.stream, GROUP, *ids)
+            pipe.xdel(self.stream, *ids)
+            await pipe.execute()
+
+    async def flush_once(self, block_ms: int | None = None) -> int:
+        """Store up to BATCH waiting entries; returns how many there were."""
+        if self.holding:
+            return await self._retry_held()
+        reply = await self.reader.xreadgroup(
+            GROUP, self.consumer, {self.stream: ">"}, count=BATCH, block=block_ms
+        )
+        count = 0
+        for _, entries in reply or []:
+            await self._store(entries)
+            count += len(entries)
+        return count
+
+    async def _retry_held(self) -> int:
+        """This consumer's pending entries (id 0 reads them), before anything new."""
+        reply = await self.client.xreadgroup(GROUP, self.consumer, {self.stream: "0"}, count=BATCH)
+        entries = [entry for _, batch in reply or [] for entry in batch]
+        await self._store(entries)
+        if len(entries) < BATCH:
+            self.holding = False
+        return len(entries)
+
+    async def claim_abandoned(self) -> None:
+        _, entries, *_ = await self.client.xautoclaim(
+            self.stream, GROUP, self.consumer, min_idle_time=CLAIM_IDLE_MS, count=BATCH
+        )
+        await self._store([e for e in entries if e and e[1]])
+
+    async def run(self, stop: asyncio.Event, consume: bool = True) -> None:
+        if not consume:
+            await self.fallback.run(stop)
+            return
+        grouped = False
+        cycles = 0
+        while not stop.is_set():
+            try:
+                if not grouped:
+                    await self.ensure_group()
+                    grouped = True
+                stored = await self.flush_once(block_ms=int(FLUSH_INTERVAL * 1000))
+                cycles += 1
+                if cycles % 30 == 1:
+                    await self.claim_abandoned()
+                self.failures.recovered()
+                if stored < BATCH:
+                    # Batch up: a write per trace would cost more than the calls it records.
+                    try:
+                        await asyncio.wait_for(stop.wait(), FLUSH_INTERVAL)
+                    except TimeoutError:
+                        pass
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                if "NOGROUP" in str(error):  # the stream was deleted (e.g. Redis flushed)
+                    grouped = False
+                    self.holding = False
+                    continue
+                self.failures.failed(error)
+                await asyncio.sleep(FLUSH_INTERVAL)
+            await self.fallback.flush_once()
+        try:
+            await self.flush_once()
+        except Exception:
+            logger.exception("trace flusher: final flush failed; entries stay in the stream")
+        await self.fallback.flush_once()
+
+
+def _parse(fields: dict) -> tuple[dict, None] | tuple[None, Unreadable]:
+    """A stream entry's record, or why it is not one."""
+    data = fields.get(b"d")
+    if data is None:
+        text = {_bytes_text(k): _bytes_text(v) for k, v in fields.items()}
+        return None, Unreadable(record_text(text), "the entry has no 'd' field")
+    try:
+        record = orjson.loads(data)
+    except orjson.JSONDecodeError as error:
+        return None, Unreadable(_bytes_text(data), describe(error))
+    if not isinstance(record, dict):
+        return None, Unreadable(_bytes_text(data), "the entry is not a JSON object")
+    return record, None
+
+
+def _bytes_text(value: bytes) -> str:
+    return fit(value.decode(errors="replace"), None)
