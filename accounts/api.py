@@ -30,7 +30,7 @@ from accounts.models import ApiKey, Membership, Organization
 from accounts.selectors import api_key_get, api_key_list, membership_get, memberships_for_user
 from accounts.services import api_key_create, api_key_revoke
 from accounts.throttling import client_ip, throttle
-from aqta.errors import AqtaError
+from aqta.errors import AqtaError, ErrorCode
 from aqta.openapi import ORGANIZATION_PARAMETER, error_responses
 from aqta.parsers import JSONParser
 
@@ -226,18 +226,16 @@ class AuthLoginApi(APIView):
             if "too_many_login_attempts" in codes:
                 raise AqtaError(
                     "Too many failed login attempts; try again later.",
-                    status=429,
-                    code="too_many_login_attempts",
+                    code=ErrorCode.TOO_MANY_LOGIN_ATTEMPTS,
                     retry_after=300,
                 )
-            raise AqtaError("Incorrect email or password.", status=401, code="invalid_credentials")
+            raise AqtaError("Incorrect email or password.", code=ErrorCode.INVALID_CREDENTIALS)
         form.login(django_request)
         if not django_request.user.is_authenticated:
             # A further stage (TOTP) is pending; it is completed in the browser.
             raise AqtaError(
                 "This account uses two-factor authentication; sign in at /accounts/login/.",
-                status=401,
-                code="mfa_required",
+                code=ErrorCode.MFA_REQUIRED,
             )
         request.user = django_request.user
         get_token(django_request)
@@ -282,13 +280,12 @@ class AuthSignupApi(APIView):
             if "email_taken" in codes.get("email", []):
                 raise AqtaError(
                     "An account with this email address already exists.",
-                    status=409,
-                    code="email_taken",
+                    code=ErrorCode.EMAIL_TAKEN,
                     param="email",
                 )
             field, message = _first_form_error(form)
             param = "password" if field == "password1" else field
-            raise AqtaError(message, code="invalid_parameter", param=param)
+            raise AqtaError(message, code=ErrorCode.INVALID_PARAMETER, param=param)
         user, _ = form.try_save(django_request)
         if data.get("name"):
             user.name = data["name"]
@@ -298,8 +295,7 @@ class AuthSignupApi(APIView):
         if not django_request.user.is_authenticated:
             raise AqtaError(
                 "Account created; confirm your email address to sign in.",
-                status=403,
-                code="email_verification_required",
+                code=ErrorCode.EMAIL_VERIFICATION_REQUIRED,
             )
         get_token(django_request)
         return Response(me_data(request), status=status.HTTP_201_CREATED)
@@ -336,7 +332,7 @@ class AuthOAuthSigninApi(APIView):
                 415,
                 429,
                 s403="`permission_denied`: no client address to throttle by.",
-                s404="`provider_not_configured`: that sign-in is not set up on this server.",
+                s404="`sign_in_not_configured`: that sign-in is not set up on this server.",
             ),
         },
     )
@@ -352,8 +348,7 @@ class AuthOAuthSigninApi(APIView):
         except SocialApp.DoesNotExist:
             raise AqtaError(
                 f"Sign-in with {data['provider']} is not configured on this server.",
-                status=404,
-                code="provider_not_configured",
+                code=ErrorCode.SIGN_IN_NOT_CONFIGURED,
                 param="provider",
             ) from None
         redirect = provider.redirect(django_request, "login", next_url=next_url)
@@ -511,8 +506,7 @@ class ApiKeyDetailApi(OrganizationScopedApi):
         ):
             raise AqtaError(
                 "Members can revoke only the keys they created; ask an owner or admin.",
-                status=403,
-                code="permission_denied",
+                code=ErrorCode.PERMISSION_DENIED,
             )
         api_key = api_key_revoke(
             api_key=api_key, revoked_by=self.actor(request), actor_label=self.actor_label(request)

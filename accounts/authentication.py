@@ -9,6 +9,7 @@ from rest_framework.request import Request
 from accounts.models import ApiKey
 from accounts.selectors import api_key_get_by_secret
 from accounts.services import api_key_touch
+from aqta.errors import ErrorCode
 
 
 class KeyPrincipal:
@@ -51,7 +52,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         if api_key is None:
             # Unknown, revoked, expired or malformed: one answer, so none can be told apart.
             raise exceptions.AuthenticationFailed(
-                "Invalid API key provided.", code="invalid_api_key"
+                "Invalid API key provided.", code=ErrorCode.INVALID_API_KEY
             )
         api_key_touch(api_key=api_key, now=timezone.now())
         return KeyPrincipal(api_key), api_key

@@ -13,7 +13,7 @@ from django.db import transaction
 from accounts.key_records import key_records_invalidate
 from accounts.models import Membership, Organization, Role
 from accounts.selectors import user_get_by_email
-from aqta.errors import AqtaError
+from aqta.errors import AqtaError, ErrorCode
 from billing.models import Tier
 from compliance.services import audit_event_record
 
@@ -63,8 +63,7 @@ def _require_manager(actor: Membership, organization: Organization) -> None:
     if actor.organization_id != organization.pk or not actor.can_manage:
         raise AqtaError(
             "Only owners and admins of this organisation can do that.",
-            status=403,
-            code="permission_denied",
+            code=ErrorCode.PERMISSION_DENIED,
         )
 
 
@@ -147,8 +146,7 @@ def _check_owner_rules(actor: Membership, target_role: str, new_role: str | None
     if Role.OWNER in {target_role, new_role} and actor.role != Role.OWNER:
         raise AqtaError(
             "Only an owner can grant, change or remove the owner role.",
-            status=403,
-            code="permission_denied",
+            code=ErrorCode.PERMISSION_DENIED,
         )
 
 
@@ -166,15 +164,13 @@ def membership_add(
         raise AqtaError(
             "No Aqta account uses this email address. Ask them to sign up first, "
             "then add them here.",
-            status=404,
-            code="user_not_found",
+            code=ErrorCode.USER_NOT_FOUND,
             param="email",
         )
     if Membership.objects.filter(organization=organization, user=user).exists():
         raise AqtaError(
             f"{user.email} is already a member of {organization.name}.",
-            status=409,
-            code="already_a_member",
+            code=ErrorCode.ALREADY_A_MEMBER,
             param="email",
         )
     membership = Membership.objects.create(organization=organization, user=user, role=role)
@@ -202,8 +198,7 @@ def membership_change_role(*, membership: Membership, actor: Membership, role: s
     if previous == Role.OWNER and _owner_count(organization) <= 1:
         raise AqtaError(
             "The last owner cannot be demoted; make someone else owner first.",
-            status=409,
-            code="last_owner",
+            code=ErrorCode.LAST_OWNER,
             param="role",
         )
     locked.role = role
@@ -227,8 +222,7 @@ def membership_remove(*, membership: Membership, actor: Membership) -> None:
     if locked.role == Role.OWNER and _owner_count(organization) <= 1:
         raise AqtaError(
             "The last owner cannot be removed; make someone else owner first.",
-            status=409,
-            code="last_owner",
+            code=ErrorCode.LAST_OWNER,
         )
     email = locked.user.email
     locked.delete()

@@ -13,7 +13,7 @@ from django.utils.text import slugify
 from accounts import keys
 from accounts.key_records import key_records_invalidate
 from accounts.models import ApiKey, Membership, Organization, Role, User
-from aqta.errors import AqtaError
+from aqta.errors import AqtaError, ErrorCode
 from billing.models import Tier
 from billing.selectors import model_ids_known, tier_get
 from compliance.services import audit_event_record
@@ -101,8 +101,7 @@ def _validate_key_overrides(
             raise AqtaError(
                 f"The {tier.name} tier allows at most {ceiling} requests/minute per key; "
                 "custom rate limits need the Pro tier or above.",
-                status=403,
-                code="tier_feature_unavailable",
+                code=ErrorCode.TIER_FEATURE_UNAVAILABLE,
                 param="rate_limit_per_minute",
             )
     unknown = sorted(set(allowed_models) - model_ids_known(model_ids=allowed_models))

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from django.core.exceptions import PermissionDenied
 from django_ratelimit.core import get_usage
 
-from aqta.errors import AqtaError
+from aqta.errors import AqtaError, ErrorCode
 
 # One IPv6 subscriber usually holds a whole /64: count it as one address.
 IPV6_PREFIX = 64
@@ -44,7 +44,6 @@ def throttle(request, *, group: str, rate: str, key: str | Callable) -> None:
     if usage is not None and usage["should_limit"]:
         raise AqtaError(
             "Too many requests; slow down and try again shortly.",
-            status=429,
-            code="rate_limit_exceeded",
+            code=ErrorCode.RATE_LIMIT_EXCEEDED,
             retry_after=max(1, int(usage["time_left"])),
         )

@@ -8,6 +8,7 @@ typed exceptions. Nothing here ever renders a stack trace.
 from __future__ import annotations
 
 import logging
+from enum import StrEnum
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -28,6 +29,7 @@ ERROR_TYPES: dict[int, str] = {
     403: "permission_error",
     404: "not_found_error",
     405: "invalid_request_error",
+    406: "invalid_request_error",
     409: "conflict_error",
     413: "invalid_request_error",
     415: "invalid_request_error",
@@ -36,29 +38,114 @@ ERROR_TYPES: dict[int, str] = {
     502: "api_error",
     503: "service_unavailable",
     504: "timeout_error",
+    499: "client_disconnected",  # only ever in traces: nobody is left to answer
 }
 
 
+class ErrorCode(StrEnum):
+    """Every machine-readable ``code`` Aqta answers with, and the HTTP status it goes with.
+
+    A code means one thing and has one status wherever it is raised, on /v1 and /api alike;
+    the ``type`` follows from the status (:data:`ERROR_TYPES`). docs/errors.md lists them.
+    """
+
+    status: int
+
+    def __new__(cls, value: str, status: int) -> ErrorCode:
+        member = str.__new__(cls, value)
+        member._value_ = value
+        member.status = status
+        return member
+
+    @property
+    def type(self) -> str:
+        return ERROR_TYPES[self.status]
+
+    # 400: the request itself
+    INVALID_REQUEST = "invalid_request", 400
+    BAD_REQUEST = "bad_request", 400
+    INVALID_JSON = "invalid_json", 400
+    INVALID_PARAMETER = "invalid_parameter", 400
+    INVALID_TYPE = "invalid_type", 400
+    INVALID_VALUE = "invalid_value", 400
+    EMPTY_ARRAY = "empty_array", 400
+    MISSING_PARAMETER = "missing_parameter", 400
+    MISSING_REQUIRED_PARAMETER = "missing_required_parameter", 400
+    UNSUPPORTED_PARAMETER = "unsupported_parameter", 400
+    # 401: who is asking
+    NOT_AUTHENTICATED = "not_authenticated", 401
+    INVALID_API_KEY = "invalid_api_key", 401
+    INVALID_CREDENTIALS = "invalid_credentials", 401
+    MFA_REQUIRED = "mfa_required", 401
+    AUTHENTICATION_FAILED = "authentication_failed", 401
+    # 402: the organisation's month is used up
+    QUOTA_EXCEEDED = "quota_exceeded", 402
+    BUDGET_EXCEEDED = "budget_exceeded", 402
+    # 403: allowed to ask, not allowed this
+    PERMISSION_DENIED = "permission_denied", 403
+    CSRF_FAILED = "csrf_failed", 403
+    EMAIL_VERIFICATION_REQUIRED = "email_verification_required", 403
+    MODEL_NOT_ALLOWED = "model_not_allowed", 403
+    TIER_FEATURE_UNAVAILABLE = "tier_feature_unavailable", 403
+    # 404-415
+    NOT_FOUND = "not_found", 404
+    MODEL_NOT_FOUND = "model_not_found", 404
+    USER_NOT_FOUND = "user_not_found", 404
+    SIGN_IN_NOT_CONFIGURED = "sign_in_not_configured", 404
+    METHOD_NOT_ALLOWED = "method_not_allowed", 405
+    NOT_ACCEPTABLE = "not_acceptable", 406
+    CONFLICT = "conflict", 409
+    ALREADY_A_MEMBER = "already_a_member", 409
+    EMAIL_TAKEN = "email_taken", 409
+    LAST_OWNER = "last_owner", 409
+    REQUEST_TOO_LARGE = "request_too_large", 413
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type", 415
+    # 429: too much, too fast
+    RATE_LIMIT_EXCEEDED = "rate_limit_exceeded", 429
+    LOOP_DETECTED = "loop_detected", 429
+    TOO_MANY_LOGIN_ATTEMPTS = "too_many_login_attempts", 429
+    # 5xx: ours or a provider's
+    INTERNAL_ERROR = "internal_error", 500
+    PROVIDER_ERROR = "provider_error", 502
+    SERVICE_UNAVAILABLE = "service_unavailable", 503
+    PROVIDER_UNAVAILABLE = "provider_unavailable", 503
+    PROVIDER_NOT_CONFIGURED = "provider_not_configured", 503
+    PRICE_MISSING = "price_missing", 503
+    EXCHANGE_RATE_MISSING = "exchange_rate_missing", 503
+    PROVIDER_TIMEOUT = "provider_timeout", 504
+    # in traces only: the client went away before the answer
+    CLIENT_DISCONNECTED = "client_disconnected", 499
+
+    @classmethod
+    def for_status(cls, status: int) -> ErrorCode:
+        """The general code of a status, for a framework error that names no code of ours."""
+        return _BY_STATUS.get(status, cls.INTERNAL_ERROR if status >= 500 else cls.BAD_REQUEST)
+
+
+_BY_STATUS: dict[int, ErrorCode] = {}
+for _code in reversed(ErrorCode):  # the first code listed for a status wins
+    _BY_STATUS[_code.status] = _code
+
+
 class AqtaError(Exception):
-    """An error a client is meant to see, with its status and machine-readable code."""
+    """An error a client is meant to see: a message and its :class:`ErrorCode`, which
+    decides the status and type."""
 
     def __init__(
         self,
         message: str,
         *,
-        status: int = 400,
-        code: str | None = None,
+        code: ErrorCode | None = None,
         param: str | None = None,
-        type: str | None = None,
         retry_after: int | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
-        self.status = status
         # A field at fault without a more specific code is an invalid parameter.
-        self.code = code or ("invalid_parameter" if param else "invalid_request")
+        self.code = code or (ErrorCode.INVALID_PARAMETER if param else ErrorCode.INVALID_REQUEST)
+        self.status = self.code.status
+        self.type = self.code.type
         self.param = param
-        self.type = type or ERROR_TYPES.get(status, "invalid_request_error")
         self.retry_after = retry_after
 
     def body(self) -> dict[str, Any]:
@@ -77,7 +164,7 @@ class AqtaError(Exception):
 def error_body(
     message: str,
     *,
-    code: str,
+    code: str,  # an ErrorCode, or a provider's own code in a relayed stream error
     type: str,
     param: str | None = None,
     retry_after: int | None = None,
@@ -91,14 +178,13 @@ def error_body(
 
 
 def not_found(message: str = "Not found.") -> AqtaError:
-    return AqtaError(message, status=404, code="not_found")
+    return AqtaError(message, code=ErrorCode.NOT_FOUND)
 
 
 def service_unavailable() -> AqtaError:
     return AqtaError(
         "A service Aqta depends on is unavailable; try again shortly.",
-        status=503,
-        code="service_unavailable",
+        code=ErrorCode.SERVICE_UNAVAILABLE,
         retry_after=5,
     )
 
@@ -163,8 +249,7 @@ def _validation_error(exc: drf.ValidationError) -> AqtaError:
         message = f"{param}: {message}"
     return AqtaError(
         message or "Invalid request.",
-        status=400,
-        code="missing_parameter" if missing else "invalid_parameter",
+        code=ErrorCode.MISSING_PARAMETER if missing else ErrorCode.INVALID_PARAMETER,
         param=param,
     )
 
@@ -176,8 +261,7 @@ def translate(exc: Exception) -> AqtaError | None:
     if isinstance(exc, Ratelimited):
         return AqtaError(
             "Too many requests; slow down and try again shortly.",
-            status=429,
-            code="rate_limit_exceeded",
+            code=ErrorCode.RATE_LIMIT_EXCEEDED,
             retry_after=60,
         )
     if isinstance(exc, drf.ValidationError):
@@ -185,41 +269,50 @@ def translate(exc: Exception) -> AqtaError | None:
     if isinstance(exc, RequestDataTooBig):
         return AqtaError(
             "The request body is larger than this server accepts.",
-            status=413,
-            code="request_too_large",
+            code=ErrorCode.REQUEST_TOO_LARGE,
         )
     if isinstance(exc, SuspiciousOperation):  # e.g. too many form fields
         # Logged where Django logs the ones it handles itself.
         logging.getLogger(f"django.security.{exc.__class__.__name__}").error(str(exc))
-        return AqtaError("Bad request: the request could not be read.", code="invalid_request")
+        return AqtaError(
+            "Bad request: the request could not be read.", code=ErrorCode.INVALID_REQUEST
+        )
     if isinstance(exc, RedisError):
         # What the control plane keeps in Redis falls back on its own (aqta.cache, key
         # records); anything that still reaches here is a dependency outage, not a bug.
         logger.error("Redis unavailable: %s", exc)
         return service_unavailable()
     if isinstance(exc, drf.ParseError):
-        return AqtaError(f"Malformed request body: {exc.detail}", code="invalid_json")
+        return AqtaError(f"Malformed request body: {exc.detail}", code=ErrorCode.INVALID_JSON)
     if isinstance(exc, drf.UnsupportedMediaType):
-        return AqtaError(str(exc.detail), status=415, code="unsupported_media_type")
+        return AqtaError(str(exc.detail), code=ErrorCode.UNSUPPORTED_MEDIA_TYPE)
     if isinstance(exc, drf.NotAuthenticated | drf.AuthenticationFailed):
-        code = exc.get_codes() if isinstance(exc.get_codes(), str) else "not_authenticated"
-        return AqtaError(str(exc.detail), status=401, code=str(code))
+        named = exc.get_codes()
+        try:  # our authentication names its code (invalid_api_key); DRF's own have theirs
+            code = ErrorCode(named) if isinstance(named, str) else ErrorCode.NOT_AUTHENTICATED
+        except ValueError:
+            code = ErrorCode.NOT_AUTHENTICATED
+        if code.status != 401:
+            code = ErrorCode.NOT_AUTHENTICATED
+        return AqtaError(str(exc.detail), code=code)
     if isinstance(exc, drf.PermissionDenied | DjangoPermissionDenied):
         message = str(getattr(exc, "detail", "") or exc or "Permission denied.")
-        code = "csrf_failed" if message.startswith("CSRF Failed") else "permission_denied"
-        return AqtaError(message, status=403, code=code)
+        csrf = message.startswith("CSRF Failed")
+        return AqtaError(
+            message, code=ErrorCode.CSRF_FAILED if csrf else ErrorCode.PERMISSION_DENIED
+        )
     if isinstance(exc, drf.NotFound | Http404):
         return not_found()
     if isinstance(exc, drf.MethodNotAllowed):
-        return AqtaError(str(exc.detail), status=405, code="method_not_allowed")
+        return AqtaError(str(exc.detail), code=ErrorCode.METHOD_NOT_ALLOWED)
     if isinstance(exc, drf.NotAcceptable):
-        return AqtaError(str(exc.detail), status=406, code="not_acceptable")
+        return AqtaError(str(exc.detail), code=ErrorCode.NOT_ACCEPTABLE)
     if isinstance(exc, drf.Throttled):
         return AqtaError(
-            "Too many requests.", status=429, code="rate_limit_exceeded", retry_after=exc.wait
+            "Too many requests.", code=ErrorCode.RATE_LIMIT_EXCEEDED, retry_after=exc.wait
         )
     if isinstance(exc, drf.APIException):
-        return AqtaError(str(exc.detail), status=exc.status_code, code=str(exc.default_code))
+        return AqtaError(str(exc.detail), code=ErrorCode.for_status(exc.status_code))
     return None
 
 
@@ -227,7 +320,7 @@ def drf_exception_handler(exc: Exception, context: dict) -> Response | None:
     error = translate(exc)
     if error is None:
         logger.exception("Unhandled error in %s", context.get("view").__class__.__name__)
-        error = AqtaError("Internal server error.", status=500, code="internal_error")
+        error = AqtaError("Internal server error.", code=ErrorCode.INTERNAL_ERROR)
     response = Response(error.body(), status=error.status, headers=error.headers())
     if error.status == 401:
         response["WWW-Authenticate"] = 'Bearer realm="aqta"'
@@ -262,11 +355,11 @@ def _page_or_json(request: HttpRequest, error: AqtaError, template: str) -> Http
 
 
 def handler400(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
-    return _page_or_json(request, AqtaError("Bad request.", code="bad_request"), "400.html")
+    return _page_or_json(request, AqtaError("Bad request.", code=ErrorCode.BAD_REQUEST), "400.html")
 
 
 def handler403(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
-    err = AqtaError("Permission denied.", status=403, code="permission_denied")
+    err = AqtaError("Permission denied.", code=ErrorCode.PERMISSION_DENIED)
     return _page_or_json(request, err, "403.html")
 
 
@@ -275,7 +368,7 @@ def handler404(request: HttpRequest, exception: Exception | None = None) -> Http
 
 
 def handler500(request: HttpRequest) -> HttpResponse:
-    err = AqtaError("Internal server error.", status=500, code="internal_error")
+    err = AqtaError("Internal server error.", code=ErrorCode.INTERNAL_ERROR)
     return _page_or_json(request, err, "500.html")
 
 
@@ -301,5 +394,5 @@ class ServiceUnavailableMiddleware:
 
 
 def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
-    err = AqtaError(f"CSRF Failed: {reason}", status=403, code="csrf_failed")
+    err = AqtaError(f"CSRF Failed: {reason}", code=ErrorCode.CSRF_FAILED)
     return _page_or_json(request, err, "403.html")

@@ -6,7 +6,7 @@ from decimal import Decimal
 from django.db.models import Q
 from django.utils import timezone
 
-from aqta.errors import AqtaError
+from aqta.errors import AqtaError, ErrorCode
 from billing.models import ExchangeRate, LanguageModel, ModelPrice, Tier
 
 
@@ -17,7 +17,7 @@ def tier_get(*, slug: str) -> Tier:
         slugs = ", ".join(Tier.objects.values_list("slug", flat=True))
         raise AqtaError(
             f"Unknown tier {slug!r}; choose one of: {slugs}.",
-            code="invalid_parameter",
+            code=ErrorCode.INVALID_PARAMETER,
             param="tier",
         ) from None
 
@@ -41,8 +41,7 @@ def usd_eur_rate_at(*, at: datetime | None = None) -> Decimal:
     if row is None:
         raise AqtaError(
             "No USD→EUR exchange rate is valid at this time; add one in the admin.",
-            status=503,
-            code="exchange_rate_missing",
+            code=ErrorCode.EXCHANGE_RATE_MISSING,
         )
     return row.rate
 

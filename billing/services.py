@@ -8,7 +8,7 @@ from decimal import Decimal
 from django.db import transaction
 from django.utils import timezone
 
-from aqta.errors import AqtaError
+from aqta.errors import AqtaError, ErrorCode
 from billing.models import ExchangeRate, LanguageModel, ModelPrice
 from billing.pricing import Usage, cost_usd, usd_to_eur
 from billing.selectors import model_price_at, usd_eur_rate_at
@@ -61,7 +61,6 @@ def call_cost_eur(*, model: LanguageModel, usage: Usage, at: datetime | None = N
     if price is None:
         raise AqtaError(
             f"No price is valid for {model.model_id} at {at:%Y-%m-%d %H:%M}.",
-            status=503,
-            code="price_missing",
+            code=ErrorCode.PRICE_MISSING,
         )
     return usd_to_eur(cost_usd(price, usage), usd_eur_rate_at(at=at))

@@ -25,7 +25,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from aqta import redis as aqta_redis
-from aqta.errors import AqtaError, json_error
+from aqta.errors import AqtaError, ErrorCode, json_error
 from gateway.models import TraceDeadLetter
 
 
@@ -85,7 +85,7 @@ def _metrics_refusal(request: HttpRequest) -> AqtaError | None:
         if _loopback(request.META.get("REMOTE_ADDR", "")):
             return None
         return AqtaError(
-            "Metrics are served to local clients only.", status=403, code="permission_denied"
+            "Metrics are served to local clients only.", code=ErrorCode.PERMISSION_DENIED
         )
     scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
     # compare_digest takes as long for a wrong token as for a right one of its length.
@@ -93,9 +93,7 @@ def _metrics_refusal(request: HttpRequest) -> AqtaError | None:
         presented.strip().encode(), token.encode()
     ):
         return None
-    return AqtaError(
-        "A valid metrics bearer token is required.", status=401, code="not_authenticated"
-    )
+    return AqtaError("A valid metrics bearer token is required.", code=ErrorCode.NOT_AUTHENTICATED)
 
 
 def metrics(request: HttpRequest) -> HttpResponse:

@@ -127,7 +127,7 @@ def test_an_unconfigured_provider_answers_404(idp):
         "/api/auth/oauth-signin", {"provider": "microsoft"}, content_type="application/json"
     )
     assert response.status_code == 404
-    assert response.json()["error"]["code"] == "provider_not_configured"
+    assert response.json()["error"]["code"] == "sign_in_not_configured"
 
 
 @pytest.mark.django_db

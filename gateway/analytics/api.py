@@ -31,7 +31,7 @@ from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 
 from accounts.api import OrganizationScopedApi, validated
-from aqta.errors import AqtaError
+from aqta.errors import AqtaError, ErrorCode
 from aqta.openapi import ORGANIZATION_PARAMETER, error_responses
 from billing.models import Analytics, Tier
 from gateway import openapi as _openapi  # noqa: F401  (registers the auth schemes)
@@ -324,13 +324,12 @@ class AnalyticsApi(OrganizationScopedApi):
             raise AqtaError(
                 f"Analytics needs the {_needed_tier()} tier or above; "
                 f"this organisation is on {tier.name}.",
-                status=403,
-                code="tier_feature_unavailable",
+                code=ErrorCode.TIER_FEATURE_UNAVAILABLE,
             )
         if getattr(self, "bad_format", None):
             raise AqtaError(
                 f"format must be one of: {', '.join(FORMATS)}.",
-                code="invalid_parameter",
+                code=ErrorCode.INVALID_PARAMETER,
                 param="format",
             )
         rollups.rollups_refresh_without_beat()

@@ -26,7 +26,7 @@ from redis.exceptions import RedisError
 from accounts.key_records import KeyRecord, digest_for
 from aqta import metrics
 from aqta import redis as aqta_redis
-from aqta.errors import AqtaError
+from aqta.errors import AqtaError, ErrorCode
 from billing.pricing import Usage
 from gateway import crypto
 from gateway.dataplane import http, loopguard, policy, validation
@@ -48,17 +48,22 @@ from gateway.trace_ids import TraceIds
 
 logger = logging.getLogger("aqta.gateway")
 
-INVALID_KEY = AqtaError("Invalid API key provided.", status=401, code="invalid_api_key")
+INVALID_KEY = AqtaError("Invalid API key provided.", code=ErrorCode.INVALID_API_KEY)
 DEFAULT_COMPLETION_ESTIMATE = 512
 MAX_SETTLE_UNITS = 2**53  # about 90 million EUR: far above any real call
 VERDICT_ERRORS = {
-    policy.QUOTA: ("quota_exceeded", 402, "Monthly request quota exhausted for this organisation."),
+    policy.QUOTA: (
+        ErrorCode.QUOTA_EXCEEDED,
+        "Monthly request quota exhausted for this organisation.",
+    ),
     policy.BUDGET_ORG: (
-        "budget_exceeded",
-        402,
+        ErrorCode.BUDGET_EXCEEDED,
         "Monthly EUR budget exhausted for this organisation.",
     ),
-    policy.BUDGET_KEY: ("budget_exceeded", 402, "Monthly EUR budget exhausted for this API key."),
+    policy.BUDGET_KEY: (
+        ErrorCode.BUDGET_EXCEEDED,
+        "Monthly EUR budget exhausted for this API key.",
+    ),
 }
 POLICY_NAMES = {
     policy.RATE: "rate_limit",
@@ -87,7 +92,7 @@ class Call:
     cost_eur: Decimal = Decimal(0)
     status: str = "passed"
     http_status: int = 200
-    error_code: str = ""
+    error_code: str = ""  # an ErrorCode, or "" for none
     policy: str = ""
     cached: bool = False
     loop_detected: bool = False
@@ -227,12 +232,12 @@ class Gateway:
             return await self.reply_error(
                 send,
                 _new_call(),
-                AqtaError(f"Unknown endpoint {path}.", status=404, code="not_found"),
+                AqtaError(f"Unknown endpoint {path}.", code=ErrorCode.NOT_FOUND),
             )
         return await self.reply_error(
             send,
             _new_call(),
-            AqtaError(f"{method} is not allowed here.", status=405, code="method_not_allowed"),
+            AqtaError(f"{method} is not allowed here.", code=ErrorCode.METHOD_NOT_ALLOWED),
             extra=((b"allow", allow),),
         )
 
@@ -299,8 +304,7 @@ class Gateway:
                 if body is None:
                     raise AqtaError(
                         f"The model `{model_id}` does not exist or you do not have access to it.",
-                        status=404,
-                        code="model_not_found",
+                        code=ErrorCode.MODEL_NOT_FOUND,
                         param="model",
                     )
         except AqtaError as error:
@@ -362,7 +366,7 @@ class Gateway:
                 await self.finish(call)
                 raise
             task.uncancel()  # the client left; the call is still recorded and billed
-            call.http_status, call.error_code = 499, "client_disconnected"
+            call.http_status, call.error_code = 499, ErrorCode.CLIENT_DISCONNECTED
         finally:
             watcher.cancel()
         await self.finish(call)
@@ -371,12 +375,12 @@ class Gateway:
         content_type = http.header(scope, b"content-type")
         if content_type is not None and not content_type.startswith(b"application/json"):
             raise AqtaError(
-                "Content-Type must be application/json.", code="invalid_request", param=None
+                "Content-Type must be application/json.", code=ErrorCode.INVALID_REQUEST, param=None
             )
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as error:
-            raise AqtaError(f"Malformed JSON body: {error}.", code="invalid_json") from None
+            raise AqtaError(f"Malformed JSON body: {error}.", code=ErrorCode.INVALID_JSON) from None
         return validation.chat_request(body)
 
     def route(self, call: Call) -> ModelEntry:
@@ -385,16 +389,14 @@ class Gateway:
         if model is None:
             raise AqtaError(
                 f"The model `{model_id}` does not exist or you do not have access to it.",
-                status=404,
-                code="model_not_found",
+                code=ErrorCode.MODEL_NOT_FOUND,
                 param="model",
             )
         call.provider = model.provider
         if not self.allowed(call.record, model, model_id):
             raise AqtaError(
                 f"Your plan or key does not allow `{model_id}`.",
-                status=403,
-                code="model_not_allowed",
+                code=ErrorCode.MODEL_NOT_ALLOWED,
                 param="model",
             )
         _output_limit_check(call.body, model)
@@ -402,8 +404,7 @@ class Gateway:
         if not candidates:
             raise AqtaError(
                 f"No provider is configured to serve `{model_id}`.",
-                status=503,
-                code="provider_not_configured",
+                code=ErrorCode.PROVIDER_NOT_CONFIGURED,
                 param="model",
             )
         # The first deployment's provider decides what is refused; a fallback that could
@@ -460,8 +461,7 @@ class Gateway:
                 )
                 raise AqtaError(
                     "The gateway cannot check your quota right now; retry shortly.",
-                    status=503,
-                    code="service_unavailable",
+                    code=ErrorCode.SERVICE_UNAVAILABLE,
                     retry_after=1,
                 ) from None
             logger.error(
@@ -482,8 +482,7 @@ class Gateway:
         if admission.verdict == policy.RATE:
             raise AqtaError(
                 f"Rate limit of {admission.limit} requests per minute reached for this key.",
-                status=429,
-                code="rate_limit_exceeded",
+                code=ErrorCode.RATE_LIMIT_EXCEEDED,
                 retry_after=max(admission.reset, 1),
             )
         if admission.verdict == policy.LOOP:
@@ -492,12 +491,11 @@ class Gateway:
             raise AqtaError(
                 "Loop detected: this request repeats what this key just sent "
                 f"(policy loop_guard). Retry after {max(admission.retry_after, 1)} s.",
-                status=429,
-                code="loop_detected",
+                code=ErrorCode.LOOP_DETECTED,
                 retry_after=max(admission.retry_after, 1),
             )
-        code, status, message = VERDICT_ERRORS[admission.verdict]
-        raise AqtaError(message, status=status, code=code)
+        code, message = VERDICT_ERRORS[admission.verdict]
+        raise AqtaError(message, code=code)
 
     # --- response cache ------------------------------------------------------------------
 
@@ -564,16 +562,14 @@ class Gateway:
             if response.status in (400, 413, 422):
                 raise AqtaError(
                     f"{deployment.provider} refused the request: {message}",
-                    status=400,
-                    code="invalid_request",
+                    code=ErrorCode.INVALID_REQUEST,
                 )
             await self.breaker.failure(deployment.name)
             failure = provider_error(deployment.name, message, response.status)
         if tried == 0:
             raise AqtaError(
                 "Every deployment of this model is failing; retry shortly.",
-                status=503,
-                code="provider_unavailable",
+                code=ErrorCode.PROVIDER_UNAVAILABLE,
                 retry_after=settings.AQTA_BREAKER_OPEN_SECONDS,
             )
         raise failure
@@ -649,7 +645,7 @@ class Gateway:
             await send({"type": "http.response.body", "body": end})
             return
         # Cut mid-way or an upstream error event: end with an error, never a fake [DONE].
-        call.http_status, call.error_code = 502, "provider_error"
+        call.http_status, call.error_code = 502, ErrorCode.PROVIDER_ERROR
         metrics.UPSTREAM_ERRORS.labels(call.provider, "stream").inc()
         error = state.error or _sse(
             provider_error(call.provider, "the stream ended before it was complete").body()
@@ -778,8 +774,7 @@ def _internal_error(call: Call) -> AqtaError:
     return AqtaError(
         f"The gateway could not handle this request (trace {call.trace_id}); "
         "it was not counted against your limits.",
-        status=500,
-        code="internal_error",
+        code=ErrorCode.INTERNAL_ERROR,
     )
 
 
@@ -795,7 +790,7 @@ def _output_limit_check(body: dict, model: ModelEntry) -> None:
             raise AqtaError(
                 f"{name} is too large: {asked}. This model supports at most {limit} "
                 "completion tokens.",
-                code="invalid_parameter",
+                code=ErrorCode.INVALID_PARAMETER,
                 param=name,
             )
 

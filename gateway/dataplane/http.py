@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from aqta.errors import AqtaError
+from aqta.errors import AqtaError, ErrorCode
 
 JSON = (b"content-type", b"application/json")
 SSE = (b"content-type", b"text/event-stream")
@@ -38,7 +38,7 @@ async def read_body(receive, limit: int) -> bytes:
         size += len(chunk)
         if size > limit:
             raise AqtaError(
-                f"Request body is larger than {limit} bytes.", status=413, code="request_too_large"
+                f"Request body is larger than {limit} bytes.", code=ErrorCode.REQUEST_TOO_LARGE
             )
         chunks.append(chunk)
         if not message.get("more_body"):

@@ -8,7 +8,7 @@ import random
 
 import aiohttp
 
-from aqta.errors import AqtaError
+from aqta.errors import AqtaError, ErrorCode
 from gateway.dataplane.providers.base import UpstreamRequest
 
 RETRYABLE = frozenset({429, 500, 502, 503, 504, 529})
@@ -28,14 +28,12 @@ def backoff(attempt: int, retry_after: str | None = None) -> float:
 
 def provider_error(provider: str, message: str, status: int | None = None) -> AqtaError:
     where = f"{provider} answered {status}" if status else f"{provider} could not be reached"
-    return AqtaError(
-        f"Upstream provider error: {where}: {message}", status=502, code="provider_error"
-    )
+    return AqtaError(f"Upstream provider error: {where}: {message}", code=ErrorCode.PROVIDER_ERROR)
 
 
 def provider_timeout(provider: str) -> AqtaError:
     return AqtaError(
-        f"Upstream provider {provider} did not answer in time.", status=504, code="provider_timeout"
+        f"Upstream provider {provider} did not answer in time.", code=ErrorCode.PROVIDER_TIMEOUT
     )
 
 

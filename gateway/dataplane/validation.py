@@ -35,11 +35,11 @@ from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
-from aqta.errors import AqtaError
+from aqta.errors import AqtaError, ErrorCode
 from gateway.dataplane import schema as openai_schema
 
-INVALID = "invalid_parameter"
-MISSING = "missing_parameter"
+INVALID = ErrorCode.INVALID_PARAMETER
+MISSING = ErrorCode.MISSING_PARAMETER
 MAX_TOKENS = 10_000_000
 # Parameters the gateway counts with: a JSON integer, not 2.0 (which the schema's "integer"
 # admits), so quota and provider arithmetic stay integral.
@@ -60,7 +60,7 @@ _ARTICLE = {
 }
 
 
-def _bad(message: str, param: str, code: str = INVALID) -> AqtaError:
+def _bad(message: str, param: str, code: ErrorCode = INVALID) -> AqtaError:
     return AqtaError(message, code=code, param=param)
 
 
@@ -72,7 +72,7 @@ def chat_request(body: Any) -> dict:
     meant "not given" here, and OpenAI would refuse it.
     """
     if not isinstance(body, dict):
-        raise AqtaError("The request body must be a JSON object.", code="invalid_request")
+        raise AqtaError("The request body must be a JSON object.", code=ErrorCode.INVALID_REQUEST)
     checker = _current or _load()
     if not checker.validator.is_valid(body):
         body = checker.explain(body)
@@ -174,7 +174,7 @@ class _Checker:
         except ValueError:  # the validator's own limits; not reached under the depth cap
             raise AqtaError(
                 "The request does not match OpenAI's chat completion schema.",
-                code="invalid_request",
+                code=ErrorCode.INVALID_REQUEST,
             ) from None
         return body
 

@@ -68,7 +68,7 @@ from typing import Any
 
 import orjson
 
-from aqta.errors import AqtaError, error_body
+from aqta.errors import AqtaError, ErrorCode, error_body
 from billing.pricing import Usage
 from gateway.dataplane.catalog import Deployment
 from gateway.dataplane.providers.base import (
@@ -601,7 +601,7 @@ def _sse_event(raw: bytes) -> tuple[str, bytes]:
 def _error_event(summary: str) -> bytes:
     body = error_body(
         f"Upstream provider error: anthropic: {summary or 'stream error'}",
-        code="provider_error",
+        code=ErrorCode.PROVIDER_ERROR,
         type="api_error",
     )
     return b"data: " + orjson.dumps(body) + EVENT_END

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from aqta.errors import AqtaError
+from aqta.errors import AqtaError, ErrorCode
 from billing.pricing import Usage
 from gateway.dataplane.catalog import Deployment
 
@@ -46,7 +46,7 @@ def refusal(message: str, param: str) -> AqtaError:
     faithfully (a parameter, a value or a content shape): 400 ``unsupported_parameter``
     naming the parameter, the same code for every provider, as OpenAI's own API answers
     a parameter a model does not support. Raised before admission: it costs nothing."""
-    return AqtaError(message, status=400, code="unsupported_parameter", param=param)
+    return AqtaError(message, code=ErrorCode.UNSUPPORTED_PARAMETER, param=param)
 
 
 SYSTEM_ROLES = ("system", "developer")

@@ -73,7 +73,7 @@ from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 import orjson
 
-from aqta.errors import AqtaError, error_body
+from aqta.errors import AqtaError, ErrorCode, error_body
 from billing.pricing import Usage
 from gateway.dataplane.catalog import Deployment
 from gateway.dataplane.providers.base import StreamState, UpstreamRequest, refusal
@@ -732,7 +732,7 @@ def _error_event(response: dict) -> dict:
     message = f"Upstream provider error: google reported {_error_summary(response, 0)}"
     limited = error.get("code") == 429 or error.get("status") == "RESOURCE_EXHAUSTED"
     kind = "rate_limit_error" if limited else "api_error"
-    return error_body(message, code="provider_error", type=kind)
+    return error_body(message, code=ErrorCode.PROVIDER_ERROR, type=kind)
 
 
 def _envelope(state: StreamState, response: dict) -> dict:
