@@ -1,14 +1,12 @@
 """ASGI entry point.
 
-``/v1/...`` and the un-prefixed ``/chat/completions`` alias go to the gateway's own ASGI
-app (``gateway.dataplane.app``); everything else goes to Django. Django's ASGI handler refuses
-``lifespan`` scopes, so the router answers them: startup opens the worker's upstream
-session and starts the trace flusher, shutdown flushes and closes them.
+Requests the data plane serves (``gateway.dataplane.app.serves``: ``/v1/...`` and its
+aliases) and the server's ``lifespan`` events go to the gateway's own ASGI app; everything
+else goes to Django, whose ASGI handler refuses ``lifespan`` scopes.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 
 from django.core.asgi import get_asgi_application
@@ -17,35 +15,11 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aqta.settings")
 
 django_app = get_asgi_application()  # sets Django up before the gateway imports models
 
-from gateway.dataplane.app import gateway  # noqa: E402
-
-logger = logging.getLogger("aqta.asgi")
+from gateway.dataplane.app import gateway, serves  # noqa: E402
 
 
 async def application(scope, receive, send):
-    if scope["type"] == "http":
-        path = scope["path"]
-        if path.startswith("/v1/") or path == "/chat/completions":
-            await gateway(scope, receive, send)
-            return
-    elif scope["type"] == "lifespan":
-        await _lifespan(receive, send)
+    if scope["type"] == "lifespan" or (scope["type"] == "http" and serves(scope["path"])):
+        await gateway(scope, receive, send)
         return
     await django_app(scope, receive, send)
-
-
-async def _lifespan(receive, send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            try:
-                await gateway.startup()
-            except Exception as error:
-                logger.exception("gateway start-up failed")
-                await send({"type": "lifespan.startup.failed", "message": str(error)})
-                return
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await gateway.shutdown()
-            await send({"type": "lifespan.shutdown.complete"})
-            return

@@ -27,24 +27,13 @@ UPSTREAM_ERRORS = Counter(
 )
 ERRORS = Counter("aqta_errors_total", "Calls answered with an error.", ["code"])
 REDIS_ERRORS = Counter("aqta_redis_errors_total", "Redis operations that failed.")
+PRICE_MISSING = Counter(
+    "aqta_price_missing_total",
+    "Calls refused because no price (or no USD/EUR rate) was valid for them.",
+    ["model", "missing"],
+)
 DEAD_LETTERS = Counter(
     "aqta_trace_dead_letters_total",
     "Trace records that could not be stored and were parked as dead letters.",
     ["source"],
 )
-
-
-UNKNOWN_MODEL = "unknown"
-
-
-def observe(call, record: dict) -> None:
-    # The catalogue's model id (an alias counts as its model), never the requested name.
-    model = call.model.model_id if call.model is not None else UNKNOWN_MODEL
-    REQUESTS.labels(model, record["status"], str(record["http_status"])).inc()
-    LATENCY.labels("true" if record["stream"] else "false").observe(record["latency_ms"] / 1000)
-    if record["prompt_tokens"]:
-        TOKENS.labels(model, "prompt").inc(record["prompt_tokens"])
-    if record["completion_tokens"]:
-        TOKENS.labels(model, "completion").inc(record["completion_tokens"])
-    if call.cost_eur:
-        COST.labels(model).inc(float(call.cost_eur))

@@ -8,9 +8,9 @@ from decimal import Decimal
 from django.db import transaction
 from django.utils import timezone
 
-from aqta.errors import AqtaError, ErrorCode
+from aqta.errors import AqtaError
 from billing.models import ExchangeRate, LanguageModel, ModelPrice
-from billing.pricing import Usage, cost_usd, usd_to_eur
+from billing.pricing import Usage, cost_eur
 from billing.selectors import model_price_at, usd_eur_rate_at
 
 
@@ -55,12 +55,8 @@ def exchange_rate_set(*, rate: Decimal, valid_from: datetime | None = None) -> E
 
 
 def call_cost_eur(*, model: LanguageModel, usage: Usage, at: datetime | None = None) -> Decimal:
-    """EUR cost of a call made at ``at`` with the prices and rate valid then."""
+    """EUR cost of a call made at ``at`` with the prices and rate valid then (503 without)."""
     at = at or timezone.now()
     price = model_price_at(model=model, at=at)
-    if price is None:
-        raise AqtaError(
-            f"No price is valid for {model.model_id} at {at:%Y-%m-%d %H:%M}.",
-            code=ErrorCode.PRICE_MISSING,
-        )
-    return usd_to_eur(cost_usd(price, usage), usd_eur_rate_at(at=at))
+    rate = usd_eur_rate_at(at=at) if price is not None else None
+    return cost_eur(price, rate, usage, model_id=model.model_id, at=at.timestamp())

@@ -18,6 +18,7 @@ import logging
 import os
 import socket
 import time
+from typing import Any, Protocol
 
 import orjson
 
@@ -34,6 +35,22 @@ CLAIM_IDLE_MS = 30_000
 STREAM_MAXLEN = 2_000_000
 # During an outage the flusher retries every FLUSH_INTERVAL but says so only this often.
 FAILURE_LOG_INTERVAL = 60.0
+
+
+class Buffer(Protocol):
+    """Where a finished call's trace record goes (``steps.settle``)."""
+
+    def pipeline_add(self, pipe: Any, record: dict[str, Any]) -> None:
+        """Queue ``record`` on a Redis pipeline (``pipe`` is None for a local buffer)."""
+
+    def add_local(self, record: dict[str, Any]) -> None:
+        """Keep ``record`` in this process (Redis is unreachable) for a later flush."""
+
+    async def flush_once(self) -> int: ...
+
+    async def run(self, stop: asyncio.Event, consume: bool = True) -> None: ...
+
+    async def aclose(self) -> None: ...
 
 
 class _FailureLog:
@@ -73,6 +90,12 @@ class LocalBuffer:
 
     def pipeline_add(self, pipe, record: dict) -> None:
         self.items.append(record)
+
+    def add_local(self, record: dict) -> None:
+        self.items.append(record)
+
+    async def aclose(self) -> None:
+        return None
 
     async def flush_once(self) -> int:
         if not self.items:
@@ -116,6 +139,9 @@ class RedisBuffer:
     def add_local(self, record: dict) -> None:
         """When Redis is down the record is written from this process instead."""
         self.fallback.add(record)
+
+    async def aclose(self) -> None:
+        await self.reader.aclose()
 
     async def ensure_group(self) -> None:
         try:

@@ -10,11 +10,11 @@ import os
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from django.conf import settings
 from django.utils import timezone
 
+from billing import pricing
 from billing.models import ExchangeRate, LanguageModel, ModelAlias, ModelPrice, Provider
-from billing.pricing import Usage, cost_usd, usd_to_eur
+from billing.pricing import Usage
 from gateway import crypto
 from gateway.models import ModelDeployment, ProviderEndpoint
 
@@ -92,13 +92,14 @@ class Catalog:
         return None
 
     def cost_eur(self, model: ModelEntry, usage: Usage, at: float) -> Decimal:
-        """EUR cost with the price and rate valid at ``at``; 0 if either is missing (logged)."""
-        price = model.price_at(at)
-        rate = self.usd_eur_at(at)
-        if price is None or rate is None:
-            logger.error("no price or exchange rate for %s at %s", model.model_id, at)
-            return Decimal(0)
-        return usd_to_eur(cost_usd(price, usage), rate)
+        """EUR cost with the price and rate valid at ``at`` (raises 503 without either)."""
+        price, rate = model.price_at(at), self.usd_eur_at(at)
+        return pricing.cost_eur(price, rate, usage, model_id=model.model_id, at=at)
+
+    def price_check(self, model: ModelEntry, at: float) -> None:
+        """Refuse (503, logged and counted) a call that could not be priced afterwards."""
+        if model.price_at(at) is None or self.usd_eur_at(at) is None:
+            self.cost_eur(model, Usage(), at)
 
 
 def env_endpoint(provider: str) -> Endpoint | None:
@@ -180,10 +181,6 @@ def catalog_load() -> Catalog:
         for r in ExchangeRate.objects.filter(base="USD", quote="EUR").order_by("-valid_from")
     )
     return Catalog(models=models, rates=rates)
-
-
-def refresh_seconds() -> float:
-    return float(getattr(settings, "AQTA_CATALOG_REFRESH_SECONDS", 30))
 
 
 def now() -> float:

@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
-import orjson
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aqta.errors import AqtaError, ErrorCode
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
 
 JSON = (b"content-type", b"application/json")
 SSE = (b"content-type", b"text/event-stream")
 NO_CACHE = (b"cache-control", b"no-cache")
 
 
-def header(scope: dict, name: bytes) -> bytes | None:
+def header(scope: Scope, name: bytes) -> bytes | None:
     for key, value in scope["headers"]:
         if key == name:
             return value
     return None
 
 
-def bearer(scope: dict) -> str | None:
+def bearer(scope: Scope) -> str | None:
     """Token from ``Authorization`` or the British ``Authorisation`` header."""
     value = header(scope, b"authorization") or header(scope, b"authorisation")
     if not value:
@@ -27,7 +34,7 @@ def bearer(scope: dict) -> str | None:
     return token.strip() if scheme.lower() == "bearer" else None
 
 
-async def read_body(receive, limit: int) -> bytes:
+async def read_body(receive: Receive, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -45,7 +52,7 @@ async def read_body(receive, limit: int) -> bytes:
             return b"".join(chunks)
 
 
-async def send_json(send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+async def send_json(send: Send, status: int, body: bytes, headers: Headers) -> None:
     await send(
         {
             "type": "http.response.start",
@@ -56,9 +63,5 @@ async def send_json(send, status: int, body: bytes, headers: list[tuple[bytes, b
     await send({"type": "http.response.body", "body": body})
 
 
-def error_bytes(error: AqtaError) -> bytes:
-    return orjson.dumps(error.body())
-
-
-def error_headers(error: AqtaError) -> list[tuple[bytes, bytes]]:
+def error_headers(error: AqtaError) -> Headers:
     return [(k.lower().encode(), v.encode()) for k, v in error.headers().items()]

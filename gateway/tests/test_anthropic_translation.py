@@ -17,10 +17,10 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from aqta.errors import AqtaError
 from billing.pricing import Usage
-from gateway.dataplane.app import _delta_text
 from gateway.dataplane.catalog import Deployment, Endpoint
 from gateway.dataplane.providers.anthropic import AnthropicProvider
 from gateway.dataplane.providers.base import StreamState
+from gateway.dataplane.steps.answer import delta_text as _delta_text
 from gateway.tests.streams import client_events
 
 FIXTURES = Path(__file__).parent / "fixtures" / "anthropic"

@@ -17,11 +17,11 @@ import time_machine
 
 from aqta.errors import AqtaError
 from billing.pricing import Usage
-from gateway.dataplane.app import _delta_text
 from gateway.dataplane.catalog import Deployment, Endpoint
 from gateway.dataplane.providers import gemini
 from gateway.dataplane.providers.base import StreamState
 from gateway.dataplane.providers.gemini import GeminiProvider, gemini_schema
+from gateway.dataplane.steps.answer import delta_text as _delta_text
 from gateway.tests.streams import client_events
 
 provider = GeminiProvider()

@@ -17,6 +17,7 @@ import pytest
 
 from gateway.dataplane.app import Gateway
 from gateway.dataplane.providers.openai import OpenAIProvider
+from gateway.dataplane.steps import route
 from gateway.models import Trace, UsageCounter
 from gateway.tests.conftest import redis_url_for_tests, seed_catalogue, wait_for
 
@@ -67,7 +68,8 @@ def scenario(backend, make_key, mock, monkeypatch):
 
 
 async def _counted(gateway: Gateway, org_id: str) -> tuple[int, int]:
-    return await gateway.limiter.usage(org_id, time.time())
+    assert gateway.runtime is not None
+    return await gateway.runtime.limiter.usage(org_id, time.time())
 
 
 def _chat(client: httpx.AsyncClient, **fields):
@@ -147,7 +149,7 @@ def test_an_unexpected_error_mid_stream_ends_it_with_an_error_event(scenario, mo
 
 def test_an_unexpected_error_listing_models_is_a_500_in_the_envelope(scenario, monkeypatch):
     async def steps(client, gateway, api_key):
-        monkeypatch.setattr(gateway, "allowed", lambda *args: 1 / 0)
+        monkeypatch.setattr(route, "allowed", lambda *args: 1 / 0)
         return await client.get("/v1/models")
 
     response = scenario(steps)

@@ -14,9 +14,9 @@ import pytest
 from django.test import Client
 from prometheus_client import REGISTRY
 
-from aqta import metrics
 from gateway.dataplane.catalog import catalog_load
-from gateway.models import TraceDeadLetter
+from gateway.dataplane.steps import settle
+from gateway.models import TraceDeadLetter, TraceStatus
 from gateway.tests.conftest import redis_url_for_tests, run_gateway, seed_catalogue
 
 TOKEN = "metrics-token-for-tests"
@@ -84,7 +84,17 @@ def test_with_a_token_a_missing_or_wrong_one_is_refused_even_on_loopback(
 
 
 def _call(model) -> SimpleNamespace:
-    return SimpleNamespace(model=model, cost_eur=Decimal("0.01"))
+    route = SimpleNamespace(model=model) if model is not None else None
+    usage = SimpleNamespace(prompt_tokens=3, completion_tokens=4)
+    return SimpleNamespace(
+        route=route,
+        cost_eur=Decimal("0.01"),
+        usage=usage,
+        stream=False,
+        http_status=200,
+        status=TraceStatus.PASSED,
+        error_code="",
+    )
 
 
 def _record(model: str) -> dict:
@@ -109,7 +119,7 @@ def test_a_call_is_labelled_with_its_catalogue_model_not_the_name_the_client_sen
     entry = catalog_load().models["gpt-4o-mini"]
     before = _requests("gpt-4o-mini")
 
-    metrics.observe(_call(entry), _record("GPT-4o-mini-any-spelling"))
+    settle.observe(_call(entry), _record("GPT-4o-mini-any-spelling"))
 
     assert _requests("gpt-4o-mini") - before == 1
     assert _requests("GPT-4o-mini-any-spelling") == 0
@@ -119,7 +129,7 @@ def test_a_model_outside_the_catalogue_is_labelled_unknown():
     name = f"<script>{uuid.uuid4().hex}\x00"
     before = _requests("unknown")
 
-    metrics.observe(_call(None), _record(name))
+    settle.observe(_call(None), _record(name))
 
     assert _requests("unknown") - before == 1
     assert _requests(name) == 0

@@ -213,7 +213,7 @@ def test_crlf_line_endings_split_between_cr_and_lf_give_the_same_events():
 
 
 def test_the_streamed_text_can_be_recovered_from_the_forwarded_events():
-    from gateway.dataplane.app import _delta_text
+    from gateway.dataplane.steps.answer import delta_text as _delta_text
 
     forwarded, _ = translate([TEXT_STREAM])
 
