@@ -15,8 +15,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from django.conf import settings
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 logger = logging.getLogger("aqta.gateway")
@@ -25,10 +27,10 @@ PROBE_SECONDS = 10
 
 
 class Breaker:
-    def __init__(self, redis) -> None:
+    def __init__(self, redis: Redis | None) -> None:
         self.redis = redis
-        self.threshold = settings.AQTA_BREAKER_FAILURES
-        self.open_seconds = settings.AQTA_BREAKER_OPEN_SECONDS
+        self.threshold: int = settings.AQTA_BREAKER_FAILURES
+        self.open_seconds: int = settings.AQTA_BREAKER_OPEN_SECONDS
         # name -> (open until (monotonic), failures); absent = closed and clean
         self.view: dict[str, tuple[float, int]] = {}
         self.probes: dict[str, float] = {}
@@ -101,14 +103,14 @@ class Breaker:
                 pipe.get(failures_key)
             replies = await pipe.execute()
         now = time.monotonic()
-        view = {}
+        view: dict[str, tuple[float, int]] = {}
         for i, name in enumerate(names):
             ttl, failures = replies[2 * i], int(replies[2 * i + 1] or 0)
             if failures or ttl > 0:
                 view[name] = (now + ttl if ttl > 0 else 0.0, failures)
         self.view = view
 
-    async def run(self, stop: asyncio.Event, names) -> None:
+    async def run(self, stop: asyncio.Event, names: Callable[[], list[str]]) -> None:
         while not stop.is_set():
             try:
                 await asyncio.wait_for(stop.wait(), 1.0)
