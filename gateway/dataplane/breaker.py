@@ -1,6 +1,7 @@
 """Circuit breaker per deployment, shared by every worker and host through Redis.
 
-- closed: calls go through; failures are counted (``aqta:cb:f:<name>``, 5-minute window).
+- closed: calls go through; failures are counted (``aqta:cb:f:<name>``, forgotten 5 minutes
+  after the last one).
 - open: after ``AQTA_BREAKER_FAILURES`` consecutive failures the deployment is skipped for
   ``AQTA_BREAKER_OPEN_SECONDS`` (``aqta:cb:open:<name>`` expires by itself).
 - half-open: once that expires, one call anywhere may probe (``SET NX`` on a probe key);
@@ -34,6 +35,8 @@ class Breaker:
         # name -> (open until (monotonic), failures); absent = closed and clean
         self.view: dict[str, tuple[float, int]] = {}
         self.probes: dict[str, float] = {}
+        # name -> when its last failure was (monotonic): the failure window without Redis
+        self.failed_at: dict[str, float] = {}
 
     def _keys(self, name: str) -> tuple[str, str, str]:
         return f"aqta:cb:open:{name}", f"aqta:cb:f:{name}", f"aqta:cb:probe:{name}"
@@ -64,6 +67,9 @@ class Breaker:
     async def failure(self, name: str) -> None:
         now = time.monotonic()
         open_until, failures = self.view.get(name, (0.0, 0))
+        if now - self.failed_at.get(name, now) > FAILURE_WINDOW:
+            failures = 0  # forgotten, as Redis forgets its counter
+        self.failed_at[name] = now
         failures += 1
         if self.redis is not None:
             open_key, failures_key, _ = self._keys(name)
@@ -86,6 +92,7 @@ class Breaker:
             return
         del self.view[name]
         self.probes.pop(name, None)
+        self.failed_at.pop(name, None)
         if self.redis is not None:
             try:
                 await self.redis.delete(*self._keys(name))

@@ -159,6 +159,22 @@ def test_failures_are_counted_in_a_window_that_the_last_failure_renews(run):
     run(scenario)
 
 
+def test_failures_older_than_the_window_are_forgotten(run):
+    """Embedded as with Redis, whose failure counter expires FAILURE_WINDOW after the last
+    failure: failures hours apart are not a failing deployment."""
+
+    async def scenario(world: World) -> None:
+        breaker = world.breaker()
+        await world.fail(breaker, THRESHOLD - 1)
+        await world.elapse(FAILURE_WINDOW + 1)
+        if world.client is not None:
+            await breaker.refresh([world.name])
+        await world.fail(breaker)
+        assert await breaker.available(world.name)
+
+    run(scenario)
+
+
 # --- half-open --------------------------------------------------------------------------------
 
 
