@@ -71,21 +71,34 @@ class Breaker:
             failures = 0  # forgotten, as Redis forgets its counter
         self.failed_at[name] = now
         failures += 1
-        if self.redis is not None:
-            open_key, failures_key, _ = self._keys(name)
-            try:
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    pipe.incr(failures_key)
-                    pipe.expire(failures_key, FAILURE_WINDOW)
-                    failures = (await pipe.execute())[0]
-                if failures >= self.threshold:
-                    await self.redis.set(open_key, 1, ex=self.open_seconds)
-            except RedisError:
-                pass
-        if failures >= self.threshold:
+        # Calls under way when the circuit opened fail during its open period: they must
+        # not push its end further out.
+        opened = failures >= self.threshold and open_until <= now
+        if opened:
             open_until = now + self.open_seconds
+        if self.redis is not None:
+            try:
+                failures, open_until, opened = await self._shared_failure(self.redis, name, now)
+            except RedisError:
+                pass  # this worker's own count decides
+        if opened:
             logger.warning("circuit open for deployment %s after %d failures", name, failures)
         self.view[name] = (open_until, failures)
+
+    async def _shared_failure(self, redis: Redis, name: str, now: float) -> tuple[int, float, bool]:
+        """Count a failure in Redis: (failures, open until, whether this one opened it)."""
+        open_key, failures_key, _ = self._keys(name)
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.incr(failures_key)
+            pipe.expire(failures_key, FAILURE_WINDOW)
+            failures = int((await pipe.execute())[0])
+        if failures < self.threshold:
+            return failures, 0.0, False
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.set(open_key, 1, ex=self.open_seconds, nx=True)  # NX: see failure()
+            pipe.pttl(open_key)
+            opened, left_ms = await pipe.execute()
+        return failures, now + max(left_ms, 0) / 1000, bool(opened)
 
     async def success(self, name: str) -> None:
         if name not in self.view:

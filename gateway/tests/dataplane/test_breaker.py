@@ -246,6 +246,23 @@ def test_a_probe_that_never_reports_back_is_handed_on(run):
     run(scenario)
 
 
+def test_failures_of_calls_under_way_do_not_extend_the_open_period(run):
+    """Calls sent before the circuit opened may fail during the open period; the deployment
+    is still skipped for AQTA_BREAKER_OPEN_SECONDS from its opening, not from theirs."""
+
+    async def scenario(world: World) -> None:
+        breaker = world.breaker()
+        await world.fail(breaker, THRESHOLD)
+        await world.elapse(OPEN_SECONDS - 5)
+        await world.fail(breaker)
+        await world.elapse(6)
+        if world.client is not None:
+            await breaker.refresh([world.name])
+        assert await breaker.available(world.name)  # the probe, on time
+
+    run(scenario)
+
+
 # --- workers sharing Redis ----------------------------------------------------------------------
 
 
@@ -258,6 +275,24 @@ def test_failures_seen_by_two_workers_add_up_and_open_the_circuit_for_both(run_s
         # The first worker learns it from its next refresh (once a second).
         await first.refresh([world.name])
         assert not await first.available(world.name)
+
+    run_shared(scenario)
+
+
+def test_a_worker_learns_of_an_open_circuit_from_its_own_late_failure(run_shared):
+    """Its view not refreshed yet, a worker whose call fails after another worker opened
+    the circuit takes the open period Redis has, and does not probe."""
+
+    async def scenario(world: World) -> None:
+        opener, late = world.breaker(), world.breaker()
+        await world.fail(opener, THRESHOLD)
+        await world.elapse(10)
+        await world.fail(late)
+        assert not await late.available(world.name)
+        open_until, _ = late.view[world.name]
+        assert open_until <= world.clock.now + OPEN_SECONDS - 10 + 0.01
+        await world.elapse(OPEN_SECONDS - 10 + 1)
+        assert await late.available(world.name)
 
     run_shared(scenario)
 
