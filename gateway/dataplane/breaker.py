@@ -82,12 +82,13 @@ class Breaker:
             except RedisError:
                 pass  # this worker's own count decides
         if opened:
+            self.probes.pop(name, None)  # a failed probe: the next one is due after this period
             logger.warning("circuit open for deployment %s after %d failures", name, failures)
         self.view[name] = (open_until, failures)
 
     async def _shared_failure(self, redis: Redis, name: str, now: float) -> tuple[int, float, bool]:
         """Count a failure in Redis: (failures, open until, whether this one opened it)."""
-        open_key, failures_key, _ = self._keys(name)
+        open_key, failures_key, probe_key = self._keys(name)
         async with redis.pipeline(transaction=False) as pipe:
             pipe.incr(failures_key)
             pipe.expire(failures_key, FAILURE_WINDOW)
@@ -97,7 +98,10 @@ class Breaker:
         async with redis.pipeline(transaction=False) as pipe:
             pipe.set(open_key, 1, ex=self.open_seconds, nx=True)  # NX: see failure()
             pipe.pttl(open_key)
-            opened, left_ms = await pipe.execute()
+            # Open again, the circuit's probe (if this was it) is over: its claim must not
+            # outlast an open period shorter than PROBE_SECONDS.
+            pipe.delete(probe_key)
+            opened, left_ms, _ = await pipe.execute()
         return failures, now + max(left_ms, 0) / 1000, bool(opened)
 
     async def success(self, name: str) -> None:

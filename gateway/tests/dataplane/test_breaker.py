@@ -263,6 +263,25 @@ def test_failures_of_calls_under_way_do_not_extend_the_open_period(run):
     run(scenario)
 
 
+def test_a_failed_probe_does_not_hold_up_the_next_one(run, settings):
+    """With an open period shorter than PROBE_SECONDS, the next probe is due when the
+    period ends, not when the failed probe's claim would have run out."""
+    settings.AQTA_BREAKER_OPEN_SECONDS = 5
+
+    async def scenario(world: World) -> None:
+        breaker = world.breaker()
+        await world.fail(breaker, THRESHOLD)
+        for _ in range(2):
+            await world.elapse(6)
+            if world.client is not None:
+                await breaker.refresh([world.name])
+            assert await breaker.available(world.name)  # a probe
+            await breaker.failure(world.name)
+            assert not await breaker.available(world.name)
+
+    run(scenario)
+
+
 # --- workers sharing Redis ----------------------------------------------------------------------
 
 
