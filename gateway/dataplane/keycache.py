@@ -70,6 +70,10 @@ class KeyCache:
         return record
 
     async def revoked(self, record: KeyRecord) -> bool:
+        """Whether the key carries a revocation marker. Only Redis has markers: embedded, a
+        revoked key stops when its local copy expires (the database no longer returns it)."""
+        if self.redis is None:
+            return False
         try:
             return bool(await self.redis.exists(revoked_marker(record.org_id, record.key_id)))
         except RedisError:
