@@ -34,6 +34,17 @@ def _load(digest: str) -> KeyRecord | None:
         close_old_connections()
 
 
+def _decode(raw: bytes | str | None) -> KeyRecord | None:
+    """The record Redis kept, or None when there is none this release can read: a record
+    written by a release whose KeyRecord had other fields is loaded again and replaced."""
+    if raw is None:
+        return None
+    try:
+        return KeyRecord.from_json(raw.encode() if isinstance(raw, str) else raw)
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
 class KeyCache:
     def __init__(self, redis) -> None:
         self.redis = redis
@@ -54,10 +65,14 @@ class KeyCache:
         if self.redis is not None:
             try:
                 raw = await self.redis.get(REDIS_PREFIX + digest)
-                if raw is not None:
-                    return None if raw == MISSING else KeyRecord.from_json(raw)
             except RedisError:
                 logger.error("redis unavailable: key record read from the database")
+            else:
+                if raw == MISSING:
+                    return None
+                cached = _decode(raw)
+                if cached is not None:
+                    return cached
         record = await asyncio.to_thread(_load, digest)
         if self.redis is not None:
             try:

@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+import orjson
 import pytest
 from redis.asyncio import Redis
 
@@ -252,3 +253,24 @@ def _revoke(api_key: ApiKey) -> None:
         api_key_revoke(api_key=api_key)
     finally:
         close_old_connections()
+
+
+def test_a_record_redis_kept_from_before_an_upgrade_is_read_again(run_shared, key):
+    """A record cached by a release whose KeyRecord had other fields cannot be built: the
+    cache reads the key from the database and replaces the copy, instead of failing every
+    call with that key until the copy expires."""
+
+    old = orjson.loads(key_record_load(key.digest).to_json())
+    old.pop("loop_window_seconds")
+    old["retired_field"] = 1
+
+    async def scenario(world: World) -> None:
+        stored = world.redis_key(key.digest)
+        for unreadable in (orjson.dumps(old), b"{not json"):
+            await world.client.set(stored, unreadable, ex=REDIS_TTL)
+            cache = world.cache()
+            assert (await cache.get(key.digest)).key_id == str(key.pk)
+            assert KeyRecord.from_json(await world.client.get(stored)).key_id == str(key.pk)
+        assert world.loads == [key.digest, key.digest]
+
+    run_shared(scenario)
