@@ -9,6 +9,7 @@ import logging
 import time
 
 from django.db import close_old_connections
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from accounts.key_records import (
@@ -46,7 +47,7 @@ def _decode(raw: bytes | str | None) -> KeyRecord | None:
 
 
 class KeyCache:
-    def __init__(self, redis) -> None:
+    def __init__(self, redis: Redis | None) -> None:
         self.redis = redis
         self.local: dict[str, tuple[float, KeyRecord | None]] = {}
 
