@@ -4,6 +4,7 @@ exponential backoff on connect errors, 429 and 5xx, and timeouts that become 504
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 
 import aiohttp
@@ -18,12 +19,22 @@ RETRY_AFTER_CAP = 10.0
 
 
 def backoff(attempt: int, retry_after: str | None = None) -> float:
-    if retry_after:
-        try:
-            return min(float(retry_after), RETRY_AFTER_CAP)
-        except ValueError:
-            pass
+    """Seconds to wait before retry ``attempt`` (0 first): what the provider's Retry-After
+    asks, within [0, RETRY_AFTER_CAP], else a jittered exponential backoff."""
+    asked = _retry_after_seconds(retry_after) if retry_after else None
+    if asked is not None:
+        return asked
     return random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt))  # noqa: S311
+
+
+def _retry_after_seconds(value: str) -> float | None:
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    if math.isnan(seconds):  # float() reads it, and asyncio.sleep(nan) never returns
+        return None
+    return min(max(seconds, 0.0), RETRY_AFTER_CAP)
 
 
 def provider_error(provider: str, message: str, status: int | None = None) -> AqtaError:

@@ -298,6 +298,31 @@ def test_an_unreadable_retry_after_falls_back_to_the_jittered_backoff(header):
     assert all(0 <= backoff(1, header) <= 2 * BACKOFF_BASE for _ in range(50))
 
 
+@pytest.mark.parametrize(("header", "expected"), [("-5", 0.0), ("inf", RETRY_AFTER_CAP)])
+def test_a_retry_after_out_of_range_is_brought_into_it(header, expected):
+    assert backoff(0, header) == expected
+
+
+@pytest.mark.parametrize("header", ["nan", "NaN", "-nan"])
+def test_a_retry_after_that_is_not_a_number_falls_back_to_the_jittered_backoff(header):
+    assert all(0 <= backoff(1, header) <= 2 * BACKOFF_BASE for _ in range(50))
+
+
+def test_a_retry_after_of_nan_does_not_hang_the_call():
+    """float() reads 'nan', and asyncio.sleep(nan) never returns."""
+    server = Upstream([Reply(503, {"Retry-After": "nan"}), Reply(200)])
+
+    async def call(session: aiohttp.ClientSession) -> None:
+        async with serving(server) as url:
+            response = await asyncio.wait_for(
+                open_response(session, request_to(url), provider="openai", retries=1), 5
+            )
+            assert (await _status_and_body(response))[0] == 200
+
+    with_session(call)
+    assert server.attempts == 2
+
+
 # --- connections and timeouts --------------------------------------------------------------------
 
 
