@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+import time
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 
 import aiohttp
 
@@ -28,10 +31,17 @@ def backoff(attempt: int, retry_after: str | None = None) -> float:
 
 
 def _retry_after_seconds(value: str) -> float | None:
+    """Retry-After is delay-seconds or an HTTP-date (RFC 9110 §10.2.3); None if neither."""
     try:
         seconds = float(value)
     except ValueError:
-        return None
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:  # "-0000": the date is in GMT all the same
+            when = when.replace(tzinfo=UTC)
+        seconds = when.timestamp() - time.time()
     if math.isnan(seconds):  # float() reads it, and asyncio.sleep(nan) never returns
         return None
     return min(max(seconds, 0.0), RETRY_AFTER_CAP)

@@ -12,6 +12,8 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 
 import aiohttp
 import pytest
@@ -296,6 +298,30 @@ def test_a_retry_after_in_seconds_is_honoured_up_to_the_cap(header, expected):
 @pytest.mark.parametrize("header", ["soon", "", "1e", "Wed, 32 Foo 2025"])
 def test_an_unreadable_retry_after_falls_back_to_the_jittered_backoff(header):
     assert all(0 <= backoff(1, header) <= 2 * BACKOFF_BASE for _ in range(50))
+
+
+def _http_date(seconds_from_now: float) -> str:
+    return format_datetime(datetime.now(UTC) + timedelta(seconds=seconds_from_now), usegmt=True)
+
+
+def test_a_retry_after_date_is_honoured_up_to_the_cap():
+    # HTTP dates have whole seconds: "in 5 s" is between 4 and 5 s away.
+    assert 3.0 < backoff(0, _http_date(5)) <= 5.0
+    assert backoff(0, _http_date(-60)) == 0.0  # passed already: at once
+    assert backoff(0, _http_date(3600)) == RETRY_AFTER_CAP
+    assert 3.0 < backoff(0, _http_date(5).replace("GMT", "-0000")) <= 5.0  # no zone: GMT
+
+
+def test_a_429_with_a_retry_after_date_waits_until_then(waits):
+    server = Upstream([Reply(429, {"Retry-After": _http_date(4)}), Reply(200)])
+
+    async def call(session: aiohttp.ClientSession) -> None:
+        async with serving(server) as url:
+            response = await open_response(session, request_to(url), provider="openai", retries=2)
+            assert (await _status_and_body(response))[0] == 200
+
+    with_session(call)
+    assert server.attempts == 2 and len(waits) == 1 and 2.0 < waits[0] <= 4.0
 
 
 @pytest.mark.parametrize(("header", "expected"), [("-5", 0.0), ("inf", RETRY_AFTER_CAP)])
