@@ -77,7 +77,8 @@ async def open_response(
     """
     attempt = 0
     while True:
-        retry_after = None
+        retry_after: str | None = None
+        failure: AqtaError | None = None
         try:
             response = await session.post(request.url, data=request.body, headers=request.headers)
         except aiohttp.ConnectionTimeoutError:
@@ -91,7 +92,6 @@ async def open_response(
                 return response
             retry_after = response.headers.get("retry-after")
             response.release()
-            failure = None
         if failure is not None and attempt >= retries:
             raise failure
         await asyncio.sleep(backoff(attempt, retry_after))
