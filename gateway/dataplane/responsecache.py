@@ -30,6 +30,8 @@ class ResponseCache:
         return orjson.loads(raw) if raw else None
 
     async def put(self, key: str, value: dict) -> None:
+        if self.ttl <= 0:  # a lifetime of nothing; Redis would refuse the SET besides
+            return
         raw = orjson.dumps(value)
         if self.redis is not None:
             try:

@@ -146,3 +146,18 @@ def test_without_redis_nothing_is_cached_and_nothing_fails(caplog):
 
     asyncio.run(scenario())
     assert "redis unavailable: response not cached" in caplog.text
+
+
+def test_a_ttl_of_zero_caches_nothing_and_says_nothing(run, caplog):
+    """Embedded and in Redis alike; Redis refuses SET with EX 0, which read as an outage."""
+
+    async def scenario(world: World) -> None:
+        cache = world.cache(ttl=0)
+        key = world.key()
+        with caplog.at_level(logging.WARNING, logger="aqta.gateway"):
+            await cache.put(key, ANSWER)
+        assert await cache.get(key) is None
+        assert cache.local == {}
+
+    run(scenario)
+    assert "redis unavailable" not in caplog.text
