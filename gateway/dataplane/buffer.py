@@ -18,8 +18,10 @@ import logging
 import os
 import socket
 import time
+from typing import Any, Protocol, runtime_checkable
 
 import orjson
+from redis.asyncio.client import Pipeline
 
 from gateway.models import DeadLetterSource
 from gateway.storage import Unreadable, describe, fit, record_text, write_batch
@@ -34,6 +36,29 @@ CLAIM_IDLE_MS = 30_000
 STREAM_MAXLEN = 2_000_000
 # During an outage the flusher retries every FLUSH_INTERVAL but says so only this often.
 FAILURE_LOG_INTERVAL = 60.0
+
+
+@runtime_checkable
+class Buffer(Protocol):
+    """Where the request path leaves trace records, and the task that stores them."""
+
+    def pipeline_add(self, pipe: Pipeline | None, record: dict[str, Any]) -> None:
+        """Add the record to ``pipe``, the Redis pipeline of the call's settlement (None
+        without Redis); it is buffered once the pipeline has run."""
+
+    def add_local(self, record: dict[str, Any]) -> None:
+        """Keep the record in this process, for its flusher to store: for when Redis is
+        unreachable and ``pipeline_add``'s pipeline failed."""
+
+    async def flush_once(self) -> int:
+        """Store what waits (up to a batch); returns how many records that was."""
+
+    async def run(self, stop: asyncio.Event, consume: bool = True) -> None:
+        """Flush until ``stop`` is set, then once more. ``consume=False``: only what this
+        process kept itself (a dedicated flusher process reads the shared buffer)."""
+
+    async def aclose(self) -> None:
+        """Close what the buffer opened or was given for itself alone."""
 
 
 class _FailureLog:
@@ -71,7 +96,11 @@ class LocalBuffer:
     def add(self, record: dict) -> None:
         self.items.append(record)
 
-    def pipeline_add(self, pipe, record: dict) -> None:
+    def pipeline_add(self, pipe: Pipeline | None, record: dict[str, Any]) -> None:
+        self.items.append(record)
+
+    def add_local(self, record: dict[str, Any]) -> None:
+        """The list is this process's already: the record waits with the others."""
         self.items.append(record)
 
     async def flush_once(self) -> int:
@@ -96,6 +125,9 @@ class LocalBuffer:
             await self.flush_once()
         await self.flush_once()
 
+    async def aclose(self) -> None:
+        """Nothing to close: the list is flushed by ``run`` when it stops."""
+
 
 class RedisBuffer:
     """Production: a Redis stream read by every worker's flusher in one consumer group."""
@@ -110,12 +142,19 @@ class RedisBuffer:
         self.holding = False
         self.failures = _FailureLog("trace flusher")
 
-    def pipeline_add(self, pipe, record: dict) -> None:
+    def pipeline_add(self, pipe: Pipeline | None, record: dict[str, Any]) -> None:
+        if pipe is None:  # no pipeline to add it to: kept here rather than lost
+            self.add_local(record)
+            return
         pipe.xadd(self.stream, {"d": orjson.dumps(record)}, maxlen=STREAM_MAXLEN, approximate=True)
 
-    def add_local(self, record: dict) -> None:
+    def add_local(self, record: dict[str, Any]) -> None:
         """When Redis is down the record is written from this process instead."""
         self.fallback.add(record)
+
+    async def aclose(self) -> None:
+        """Closes the reader, the flusher's own client; the shared client is the caller's."""
+        await self.reader.aclose()
 
     async def ensure_group(self) -> None:
         try:
