@@ -12,6 +12,7 @@ import inspect
 import uuid
 from typing import Any
 
+import orjson
 import pytest
 from redis.asyncio import Redis
 
@@ -184,3 +185,41 @@ def test_aclose_closes_the_reader_and_leaves_the_shared_client_open(redis_url):
             await client.aclose()
 
     assert asyncio.run(scenario()) == (True, False, True)
+
+
+def test_the_flusher_loop_stores_the_stream_and_recovers_when_its_group_is_gone(
+    committed_key, redis_url, monkeypatch
+):
+    """A flushed Redis takes the consumer group with the stream (NOGROUP): the loop creates
+    it again and goes on storing."""
+    monkeypatch.setattr("gateway.dataplane.buffer.FLUSH_INTERVAL", 0.1)
+    first, second = trace_record(committed_key), trace_record(committed_key)
+
+    async def until_stored(record: dict) -> None:
+        async with asyncio.timeout(15):
+            while not await asyncio.to_thread(_stored, record):
+                await asyncio.sleep(0.05)
+
+    async def scenario() -> int:
+        client = Redis.from_url(redis_url)
+        reader = Redis.from_url(redis_url, socket_timeout=5)
+        buffer = RedisBuffer(client, reader, stream=f"aqta:test-traces:{uuid.uuid4().hex}")
+        stop = asyncio.Event()
+        task = asyncio.create_task(buffer.run(stop))
+        try:
+            await client.xadd(buffer.stream, {"d": orjson.dumps(first)})
+            await until_stored(first)
+            await client.delete(buffer.stream)
+            await client.xadd(buffer.stream, {"d": orjson.dumps(second)})
+            await until_stored(second)
+            stop.set()
+            await asyncio.wait_for(task, 10)
+            return await client.xlen(buffer.stream)  # acknowledged entries are deleted
+        finally:
+            stop.set()
+            await client.delete(buffer.stream)
+            await buffer.aclose()
+            await client.aclose()
+
+    assert asyncio.run(scenario()) == 0
+    assert _stored(first) and _stored(second)
