@@ -33,6 +33,7 @@ GROUP = "flushers"
 FLUSH_INTERVAL = 1.0
 BATCH = 1000
 CLAIM_IDLE_MS = 30_000
+CLAIM_EVERY = 30  # flusher rounds
 STREAM_MAXLEN = 2_000_000
 # During an outage the flusher retries every FLUSH_INTERVAL but says so only this often.
 FAILURE_LOG_INTERVAL = 60.0
@@ -118,10 +119,7 @@ class LocalBuffer:
 
     async def run(self, stop: asyncio.Event, consume: bool = True) -> None:
         while not stop.is_set():
-            try:
-                await asyncio.wait_for(stop.wait(), FLUSH_INTERVAL)
-            except TimeoutError:
-                pass
+            await _pause(stop, FLUSH_INTERVAL)
             await self.flush_once()
         await self.flush_once()
 
@@ -140,6 +138,8 @@ class RedisBuffer:
         self.fallback = LocalBuffer()
         # Entries this consumer read but could not store yet: retried before new ones.
         self.holding = False
+        self.grouped = False  # the consumer group is known to exist
+        self.cycles = 0  # rounds of the flusher that read the stream
         self.failures = _FailureLog("trace flusher")
 
     def pipeline_add(self, pipe: Pipeline | None, record: dict[str, Any]) -> None:
@@ -221,39 +221,56 @@ class RedisBuffer:
         if not consume:
             await self.fallback.run(stop)
             return
-        grouped = False
-        cycles = 0
+        self.grouped = False
+        self.cycles = 0
         while not stop.is_set():
             try:
-                if not grouped:
-                    await self.ensure_group()
-                    grouped = True
-                stored = await self.flush_once(block_ms=int(FLUSH_INTERVAL * 1000))
-                cycles += 1
-                if cycles % 30 == 1:
-                    await self.claim_abandoned()
+                stored = await self._cycle()
+            except Exception as error:
+                if _group_lost(error):  # the stream was deleted (e.g. Redis flushed)
+                    self.grouped = self.holding = False
+                    continue
+                self.failures.failed(error)
+                await _pause(stop, FLUSH_INTERVAL)
+            else:
                 self.failures.recovered()
                 if stored < BATCH:
                     # Batch up: a write per trace would cost more than the calls it records.
-                    try:
-                        await asyncio.wait_for(stop.wait(), FLUSH_INTERVAL)
-                    except TimeoutError:
-                        pass
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                if "NOGROUP" in str(error):  # the stream was deleted (e.g. Redis flushed)
-                    grouped = False
-                    self.holding = False
-                    continue
-                self.failures.failed(error)
-                await asyncio.sleep(FLUSH_INTERVAL)
+                    await _pause(stop, FLUSH_INTERVAL)
             await self.fallback.flush_once()
+        await self._final_flush()
+
+    async def _cycle(self) -> int:
+        """One round of the flusher: what waits in the stream, and every CLAIM_EVERY rounds
+        (the first one included) what a dead flusher left pending. Returns how many
+        entries were read from the stream."""
+        if not self.grouped:
+            await self.ensure_group()
+            self.grouped = True
+        stored = await self.flush_once(block_ms=int(FLUSH_INTERVAL * 1000))
+        self.cycles += 1
+        if self.cycles % CLAIM_EVERY == 1:
+            await self.claim_abandoned()
+        return stored
+
+    async def _final_flush(self) -> None:
         try:
             await self.flush_once()
         except Exception:
             logger.exception("trace flusher: final flush failed; entries stay in the stream")
         await self.fallback.flush_once()
+
+
+async def _pause(stop: asyncio.Event, seconds: float) -> None:
+    """Wait ``seconds``, or less if ``stop`` is set meanwhile."""
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        pass
+
+
+def _group_lost(error: Exception) -> bool:
+    return "NOGROUP" in str(error)
 
 
 def _parse(fields: dict) -> tuple[dict, None] | tuple[None, Unreadable]:
