@@ -18,9 +18,11 @@ import logging
 import os
 import socket
 import time
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Sequence
+from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 import orjson
+from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from gateway.models import DeadLetterSource
@@ -38,16 +40,21 @@ STREAM_MAXLEN = 2_000_000
 # During an outage the flusher retries every FLUSH_INTERVAL but says so only this often.
 FAILURE_LOG_INTERVAL = 60.0
 
+Record: TypeAlias = dict[str, Any]
+Fields: TypeAlias = dict[bytes, bytes]
+# A stream entry as redis-py reads it: its fields are None once the entry was deleted.
+Entry: TypeAlias = tuple[bytes, Fields | None]
+
 
 @runtime_checkable
 class Buffer(Protocol):
     """Where the request path leaves trace records, and the task that stores them."""
 
-    def pipeline_add(self, pipe: Pipeline | None, record: dict[str, Any]) -> None:
+    def pipeline_add(self, pipe: Pipeline | None, record: Record) -> None:
         """Add the record to ``pipe``, the Redis pipeline of the call's settlement (None
         without Redis); it is buffered once the pipeline has run."""
 
-    def add_local(self, record: dict[str, Any]) -> None:
+    def add_local(self, record: Record) -> None:
         """Keep the record in this process, for its flusher to store: for when Redis is
         unreachable and ``pipeline_add``'s pipeline failed."""
 
@@ -91,16 +98,16 @@ class LocalBuffer:
     """Embedded mode: a list, flushed by the worker's flusher task."""
 
     def __init__(self) -> None:
-        self.items: list[dict] = []
+        self.items: list[Record] = []
         self.failures = _FailureLog("trace flush failed, records kept for the next try")
 
-    def add(self, record: dict) -> None:
+    def add(self, record: Record) -> None:
         self.items.append(record)
 
-    def pipeline_add(self, pipe: Pipeline | None, record: dict[str, Any]) -> None:
+    def pipeline_add(self, pipe: Pipeline | None, record: Record) -> None:
         self.items.append(record)
 
-    def add_local(self, record: dict[str, Any]) -> None:
+    def add_local(self, record: Record) -> None:
         """The list is this process's already: the record waits with the others."""
         self.items.append(record)
 
@@ -130,7 +137,7 @@ class LocalBuffer:
 class RedisBuffer:
     """Production: a Redis stream read by every worker's flusher in one consumer group."""
 
-    def __init__(self, client, reader, stream: str = STREAM) -> None:
+    def __init__(self, client: Redis, reader: Redis, stream: str = STREAM) -> None:
         self.client = client
         self.reader = reader  # blocking reads, with a socket timeout above the block time
         self.stream = stream
@@ -142,13 +149,13 @@ class RedisBuffer:
         self.cycles = 0  # rounds of the flusher that read the stream
         self.failures = _FailureLog("trace flusher")
 
-    def pipeline_add(self, pipe: Pipeline | None, record: dict[str, Any]) -> None:
+    def pipeline_add(self, pipe: Pipeline | None, record: Record) -> None:
         if pipe is None:  # no pipeline to add it to: kept here rather than lost
             self.add_local(record)
             return
         pipe.xadd(self.stream, {"d": orjson.dumps(record)}, maxlen=STREAM_MAXLEN, approximate=True)
 
-    def add_local(self, record: dict[str, Any]) -> None:
+    def add_local(self, record: Record) -> None:
         """When Redis is down the record is written from this process instead."""
         self.fallback.add(record)
 
@@ -163,19 +170,19 @@ class RedisBuffer:
             if "BUSYGROUP" not in str(error):
                 raise
 
-    async def _store(self, entries) -> None:
+    async def _store(self, entries: Sequence[Entry]) -> None:
         if not entries:
             return
-        records: list[dict] = []
+        records: list[Record] = []
         unreadable: list[Unreadable] = []
         for _, fields in entries:
             if not fields:
                 continue  # deleted after it was read: only the acknowledgement is missing
-            record, problem = _parse(fields)
-            if problem is None:
-                records.append(record)
+            parsed = _parse(fields)
+            if isinstance(parsed, Unreadable):
+                unreadable.append(parsed)
             else:
-                unreadable.append(problem)
+                records.append(parsed)
         try:
             await asyncio.to_thread(
                 write_batch, records, source=DeadLetterSource.STREAM, unreadable=unreadable
@@ -196,16 +203,14 @@ class RedisBuffer:
         reply = await self.reader.xreadgroup(
             GROUP, self.consumer, {self.stream: ">"}, count=BATCH, block=block_ms
         )
-        count = 0
-        for _, entries in reply or []:
-            await self._store(entries)
-            count += len(entries)
-        return count
+        entries = _entries(reply)
+        await self._store(entries)
+        return len(entries)
 
     async def _retry_held(self) -> int:
         """This consumer's pending entries (id 0 reads them), before anything new."""
         reply = await self.client.xreadgroup(GROUP, self.consumer, {self.stream: "0"}, count=BATCH)
-        entries = [entry for _, batch in reply or [] for entry in batch]
+        entries = _entries(reply)
         await self._store(entries)
         if len(entries) < BATCH:
             self.holding = False
@@ -269,24 +274,31 @@ async def _pause(stop: asyncio.Event, seconds: float) -> None:
         pass
 
 
+def _entries(reply: Any) -> list[Entry]:
+    """The entries of an XREADGROUP reply on one stream: ``[[stream, entries]]``, or None
+    when nothing came (redis-py types the reply loosely, for RESP3 too)."""
+    return [entry for _, batch in reply or [] for entry in batch]
+
+
 def _group_lost(error: Exception) -> bool:
     return "NOGROUP" in str(error)
 
 
-def _parse(fields: dict) -> tuple[dict, None] | tuple[None, Unreadable]:
+def _parse(fields: Fields) -> Record | Unreadable:
     """A stream entry's record, or why it is not one."""
     data = fields.get(b"d")
     if data is None:
         text = {_bytes_text(k): _bytes_text(v) for k, v in fields.items()}
-        return None, Unreadable(record_text(text), "the entry has no 'd' field")
+        return Unreadable(record_text(text), "the entry has no 'd' field")
     try:
         record = orjson.loads(data)
     except orjson.JSONDecodeError as error:
-        return None, Unreadable(_bytes_text(data), describe(error))
+        return Unreadable(_bytes_text(data), describe(error))
     if not isinstance(record, dict):
-        return None, Unreadable(_bytes_text(data), "the entry is not a JSON object")
-    return record, None
+        return Unreadable(_bytes_text(data), "the entry is not a JSON object")
+    return record
 
 
 def _bytes_text(value: bytes) -> str:
-    return fit(value.decode(errors="replace"), None)
+    text: str = fit(value.decode(errors="replace"), None)
+    return text
