@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+import socket
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -365,6 +367,50 @@ def test_a_refused_connection_is_retried_then_a_502_provider_error(waits):
 
     with_session(call)
     assert len(waits) == 2  # three attempts
+
+
+@contextlib.contextmanager
+def not_accepting() -> Iterator[str]:
+    """A port whose accept queue is full: Linux drops further SYNs, so connecting hangs."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(3):
+            filler = socket.socket()
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(("127.0.0.1", port))
+            fillers.append(filler)
+        yield f"http://127.0.0.1:{port}/v1/chat/completions"
+    finally:
+        for filler in fillers:
+            filler.close()
+        server.close()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="relies on Linux dropping SYNs")
+def test_a_connect_timeout_is_retried_then_a_502_provider_error(waits):
+    """Nothing reached the provider: a connect error like a refusal, retried and then
+    answered as 'could not be reached', not as the 504 of a provider that took too long."""
+
+    async def call(session: aiohttp.ClientSession) -> None:
+        with not_accepting() as url, pytest.raises(AqtaError) as raised:
+            await open_response(session, request_to(url), provider="openai", retries=1)
+        assert (raised.value.status, raised.value.code) == (502, ErrorCode.PROVIDER_ERROR)
+        assert raised.value.message.endswith("openai could not be reached: connection timed out")
+
+    async def main() -> None:
+        session = session_create(connect_timeout=0.2, read_timeout=5.0, pool=4)
+        try:
+            await asyncio.wait_for(call(session), 10)
+        finally:
+            await session.close()
+
+    asyncio.run(main())
+    assert len(waits) == 1
 
 
 def test_a_connection_dropped_before_the_answer_is_retried_then_a_502(waits):
