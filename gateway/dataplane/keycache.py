@@ -9,6 +9,7 @@ import logging
 import time
 
 from django.db import close_old_connections
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from accounts.key_records import (
@@ -34,8 +35,19 @@ def _load(digest: str) -> KeyRecord | None:
         close_old_connections()
 
 
+def _decode(raw: bytes | str | None) -> KeyRecord | None:
+    """The record Redis kept, or None when there is none this release can read: a record
+    written by a release whose KeyRecord had other fields is loaded again and replaced."""
+    if raw is None:
+        return None
+    try:
+        return KeyRecord.from_json(raw.encode() if isinstance(raw, str) else raw)
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
 class KeyCache:
-    def __init__(self, redis) -> None:
+    def __init__(self, redis: Redis | None) -> None:
         self.redis = redis
         self.local: dict[str, tuple[float, KeyRecord | None]] = {}
 
@@ -54,10 +66,14 @@ class KeyCache:
         if self.redis is not None:
             try:
                 raw = await self.redis.get(REDIS_PREFIX + digest)
-                if raw is not None:
-                    return None if raw == MISSING else KeyRecord.from_json(raw)
             except RedisError:
                 logger.error("redis unavailable: key record read from the database")
+            else:
+                if raw == MISSING:
+                    return None
+                cached = _decode(raw)
+                if cached is not None:
+                    return cached
         record = await asyncio.to_thread(_load, digest)
         if self.redis is not None:
             try:
@@ -70,6 +86,10 @@ class KeyCache:
         return record
 
     async def revoked(self, record: KeyRecord) -> bool:
+        """Whether the key carries a revocation marker. Only Redis has markers: embedded, a
+        revoked key stops when its local copy expires (the database no longer returns it)."""
+        if self.redis is None:
+            return False
         try:
             return bool(await self.redis.exists(revoked_marker(record.org_id, record.key_id)))
         except RedisError:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import orjson
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 logger = logging.getLogger("aqta.gateway")
@@ -13,12 +15,12 @@ LOCAL_MAX = 10_000
 
 
 class ResponseCache:
-    def __init__(self, redis, ttl: int) -> None:
+    def __init__(self, redis: Redis | None, ttl: int) -> None:
         self.redis = redis
         self.ttl = ttl
         self.local: dict[str, tuple[float, bytes]] = {}
 
-    async def get(self, key: str) -> dict | None:
+    async def get(self, key: str) -> dict[str, Any] | None:
         if self.redis is not None:
             try:
                 raw = await self.redis.get("aqta:cache:" + key)
@@ -29,7 +31,9 @@ class ResponseCache:
             raw = hit[1] if hit and hit[0] > time.monotonic() else None
         return orjson.loads(raw) if raw else None
 
-    async def put(self, key: str, value: dict) -> None:
+    async def put(self, key: str, value: dict[str, Any]) -> None:
+        if self.ttl <= 0:  # a lifetime of nothing; Redis would refuse the SET besides
+            return
         raw = orjson.dumps(value)
         if self.redis is not None:
             try:

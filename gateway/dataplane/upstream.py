@@ -4,7 +4,11 @@ exponential backoff on connect errors, 429 and 5xx, and timeouts that become 504
 from __future__ import annotations
 
 import asyncio
+import math
 import random
+import time
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 
 import aiohttp
 
@@ -18,12 +22,29 @@ RETRY_AFTER_CAP = 10.0
 
 
 def backoff(attempt: int, retry_after: str | None = None) -> float:
-    if retry_after:
-        try:
-            return min(float(retry_after), RETRY_AFTER_CAP)
-        except ValueError:
-            pass
+    """Seconds to wait before retry ``attempt`` (0 first): what the provider's Retry-After
+    asks, within [0, RETRY_AFTER_CAP], else a jittered exponential backoff."""
+    asked = _retry_after_seconds(retry_after) if retry_after else None
+    if asked is not None:
+        return asked
     return random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt))  # noqa: S311
+
+
+def _retry_after_seconds(value: str) -> float | None:
+    """Retry-After is delay-seconds or an HTTP-date (RFC 9110 §10.2.3); None if neither."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:  # "-0000": the date is in GMT all the same
+            when = when.replace(tzinfo=UTC)
+        seconds = when.timestamp() - time.time()
+    if math.isnan(seconds):  # float() reads it, and asyncio.sleep(nan) never returns
+        return None
+    return min(max(seconds, 0.0), RETRY_AFTER_CAP)
 
 
 def provider_error(provider: str, message: str, status: int | None = None) -> AqtaError:
@@ -56,7 +77,8 @@ async def open_response(
     """
     attempt = 0
     while True:
-        retry_after = None
+        retry_after: str | None = None
+        failure: AqtaError | None = None
         try:
             response = await session.post(request.url, data=request.body, headers=request.headers)
         except aiohttp.ConnectionTimeoutError:
@@ -70,7 +92,6 @@ async def open_response(
                 return response
             retry_after = response.headers.get("retry-after")
             response.release()
-            failure = None
         if failure is not None and attempt >= retries:
             raise failure
         await asyncio.sleep(backoff(attempt, retry_after))
