@@ -22,32 +22,44 @@ def system_and_turns(messages: list) -> tuple[list[dict], list[dict]]:
         where = f"messages[{i}]"
         if not isinstance(message, dict):
             raise bad(where, f"{where} must be an object.")
-        role = message.get("role")
-        if role in SYSTEM_ROLES:
+        if message.get("role") in SYSTEM_ROLES:
             system += _text_blocks(message.get("content"), where)
-            continue
-        if role == "user":
-            blocks = _user_blocks(message.get("content"), where)
-        elif role == "tool":
-            role, blocks = "user", [_tool_result(message, where)]
-        elif role == "assistant":
-            blocks = _assistant_blocks(message, where)
         else:
-            raise bad(f"{where}.role", f"Role {role!r} is not supported for Anthropic models.")
-        if not blocks:
-            continue
-        if turns and turns[-1]["role"] == role:
-            turns[-1]["content"] += blocks
-        else:
-            turns.append({"role": role, "content": blocks})
-    for turn in turns:
-        if turn["role"] == "user":  # a stable sort: tool results first, each group in order
-            turn["content"].sort(key=lambda block: block["type"] != "tool_result")
+            _add_turn(turns, *_turn(message, where))
+    _tool_results_first(turns)
     if turns and turns[-1]["role"] == "assistant":
         _strip_prefill(turns)
     if not turns:
         raise bad("messages", "Anthropic models need at least one user or assistant message.")
     return system, turns
+
+
+def _turn(message: dict, where: str) -> tuple[str, list[dict]]:
+    """One non-system message as (Anthropic role, content blocks)."""
+    role = message.get("role")
+    if role == "user":
+        return "user", _user_blocks(message.get("content"), where)
+    if role == "tool":
+        return "user", [_tool_result(message, where)]
+    if role == "assistant":
+        return "assistant", _assistant_blocks(message, where)
+    raise bad(f"{where}.role", f"Role {role!r} is not supported for Anthropic models.")
+
+
+def _add_turn(turns: list[dict], role: str, blocks: list[dict]) -> None:
+    """Appends a turn, merged into the last one when it has the same role."""
+    if not blocks:
+        return
+    if turns and turns[-1]["role"] == role:
+        turns[-1]["content"] += blocks
+    else:
+        turns.append({"role": role, "content": blocks})
+
+
+def _tool_results_first(turns: list[dict]) -> None:
+    for turn in turns:
+        if turn["role"] == "user":  # a stable sort: tool results first, each group in order
+            turn["content"].sort(key=lambda block: block["type"] != "tool_result")
 
 
 def _strip_prefill(turns: list[dict]) -> None:

@@ -49,6 +49,12 @@ def request_payload(body: dict, *, model: str, max_output_tokens: int | None, st
 
 
 def _refuse_unmappable(body: dict) -> None:
+    _refuse_sampling(body)
+    _refuse_features(body)
+
+
+def _refuse_sampling(body: dict) -> None:
+    """Choices, log probabilities and sampling settings Anthropic cannot honour."""
     if body.get("n") not in (None, 1):
         raise bad("n", "Anthropic models return a single choice; n must be 1.")
     for name in ("logprobs", "top_logprobs"):
@@ -59,6 +65,10 @@ def _refuse_unmappable(body: dict) -> None:
     temperature = body.get("temperature")
     if isinstance(temperature, int | float) and temperature > 1:
         raise bad("temperature", "Anthropic models accept a temperature between 0 and 1.")
+
+
+def _refuse_features(body: dict) -> None:
+    """Features Anthropic does not offer: legacy functions, output other than text, web search."""
     for name in ("functions", "function_call"):
         if body.get(name) is not None:
             raise bad(name, f"{name} is not supported for Anthropic models; use tools.")
