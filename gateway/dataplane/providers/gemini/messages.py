@@ -66,32 +66,44 @@ def _user_part(part: Any, param: str) -> dict | None:
         text = str(part.get("text") or "")
         return {"text": text} if text else None
     if kind == "image_url":
-        image = part.get("image_url")
-        url = image.get("url") if isinstance(image, dict) else image
-        if not isinstance(url, str) or not url:
-            raise bad(f"{param}.image_url.url is required.", f"{param}.image_url")
-        url = url.strip()
-        if url.startswith("data:"):
-            return _data_url(url, f"{param}.image_url")
-        return _file_url(url, f"{param}.image_url")
+        return _image_part(part, param)
     if kind == "input_audio":
-        audio = part.get("input_audio") or {}
-        mime = AUDIO_TYPES.get(str(audio.get("format")))
-        if mime is None:
-            raise bad(f"{param}.input_audio.format must be wav or mp3.", f"{param}.input_audio")
-        return {"inlineData": {"mimeType": mime, "data": str(audio.get("data") or "")}}
+        return _audio_part(part, param)
     if kind == "file":
-        file = part.get("file") or {}
-        data = file.get("file_data")
-        if not data:
-            raise unsupported(f"{param}.file", "send the file as file_data, not file_id.")
-        if str(data).startswith("data:"):
-            return _data_url(str(data), f"{param}.file")
-        mime, _ = mimetypes.guess_type(str(file.get("filename") or ""))
-        if mime is None:
-            raise bad(f"{param}.file needs a filename with a known extension.", f"{param}.file")
-        return {"inlineData": {"mimeType": mime, "data": str(data)}}
+        return _file_part(part, param)
     raise bad(f"{param}: content parts of type {kind!r} are not supported for Gemini.", param)
+
+
+def _image_part(part: dict, param: str) -> dict:
+    image = part.get("image_url")
+    url = image.get("url") if isinstance(image, dict) else image
+    if not isinstance(url, str) or not url:
+        raise bad(f"{param}.image_url.url is required.", f"{param}.image_url")
+    url = url.strip()
+    if url.startswith("data:"):
+        return _data_url(url, f"{param}.image_url")
+    return _file_url(url, f"{param}.image_url")
+
+
+def _audio_part(part: dict, param: str) -> dict:
+    audio = part.get("input_audio") or {}
+    mime = AUDIO_TYPES.get(str(audio.get("format")))
+    if mime is None:
+        raise bad(f"{param}.input_audio.format must be wav or mp3.", f"{param}.input_audio")
+    return {"inlineData": {"mimeType": mime, "data": str(audio.get("data") or "")}}
+
+
+def _file_part(part: dict, param: str) -> dict:
+    file = part.get("file") or {}
+    data = file.get("file_data")
+    if not data:
+        raise unsupported(f"{param}.file", "send the file as file_data, not file_id.")
+    if str(data).startswith("data:"):
+        return _data_url(str(data), f"{param}.file")
+    mime, _ = mimetypes.guess_type(str(file.get("filename") or ""))
+    if mime is None:
+        raise bad(f"{param}.file needs a filename with a known extension.", f"{param}.file")
+    return {"inlineData": {"mimeType": mime, "data": str(data)}}
 
 
 def _user_parts(content: Any, param: str) -> list[dict]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from gateway.dataplane.providers.gemini.errors import bad, unsupported
@@ -61,6 +62,30 @@ def _schema(node: Any, defs: dict, seen: tuple, param: str, ordering: bool) -> d
     if not isinstance(node, dict):
         return {}
     node, seen = _resolve(node, defs, seen, param)
+
+    def convert(child: Any) -> dict:
+        return _schema(child, defs, seen, param, ordering)
+
+    types, options, nullable = _alternatives(node)
+    out: dict[str, Any] = {}
+    if len(options) == 1 and not types:  # anyOf: [X, null] is X, nullable
+        out = convert(options[0])
+    elif options:
+        out["anyOf"] = [convert(o) for o in options]
+    if types:
+        out["type"] = types[0].upper()
+    if nullable:
+        out["nullable"] = True
+    _copy_keywords(node, out)
+    if isinstance(node.get("items"), dict):
+        out["items"] = convert(node["items"])
+    _copy_properties(node, out, convert, ordering)
+    return out
+
+
+def _alternatives(node: dict) -> tuple[list, list, bool]:
+    """(types, ``anyOf`` options, nullable): null, as a type or an option, becomes
+    ``nullable``, and several types become options of one type each."""
     declared = node.get("type")
     types = declared if isinstance(declared, list) else [declared] if declared else []
     nullable = bool(node.get("nullable")) or "null" in types
@@ -71,19 +96,11 @@ def _schema(node: Any, defs: dict, seen: tuple, param: str, ordering: bool) -> d
     if len(types) > 1:  # ["string", "integer"] → anyOf, each branch with its own type
         rest = {k: v for k, v in node.items() if k not in ("type", "anyOf", "oneOf")}
         options, types = [{**rest, "type": t} for t in types], []
+    return types, options, nullable
 
-    def convert(child: Any) -> dict:
-        return _schema(child, defs, seen, param, ordering)
 
-    out: dict[str, Any] = {}
-    if len(options) == 1 and not types:  # anyOf: [X, null] is X, nullable
-        out = convert(options[0])
-    elif options:
-        out["anyOf"] = [convert(o) for o in options]
-    if types:
-        out["type"] = types[0].upper()
-    if nullable:
-        out["nullable"] = True
+def _copy_keywords(node: dict, out: dict) -> None:
+    """The keywords Gemini takes as they are: ``SCHEMA_KEYS``, string enums, formats."""
     for key in SCHEMA_KEYS:
         if key in node:
             out[key] = node[key]
@@ -95,14 +112,15 @@ def _schema(node: Any, defs: dict, seen: tuple, param: str, ordering: bool) -> d
         out.setdefault("type", "STRING")
     if node.get("format") in FORMATS.get(out.get("type", ""), ()):
         out["format"] = node["format"]
-    if isinstance(node.get("items"), dict):
-        out["items"] = convert(node["items"])
+
+
+def _copy_properties(node: dict, out: dict, convert: Callable[[Any], dict], ordering: bool) -> None:
     properties = node.get("properties")
-    if isinstance(properties, dict) and properties:
-        out["properties"] = {name: convert(p) for name, p in properties.items()}
-        required = [r for r in node.get("required") or [] if r in properties]
-        if required:
-            out["required"] = list(dict.fromkeys(required))
-        if ordering:
-            out["propertyOrdering"] = list(properties)
-    return out
+    if not isinstance(properties, dict) or not properties:
+        return
+    out["properties"] = {name: convert(p) for name, p in properties.items()}
+    required = [r for r in node.get("required") or [] if r in properties]
+    if required:
+        out["required"] = list(dict.fromkeys(required))
+    if ordering:
+        out["propertyOrdering"] = list(properties)
