@@ -92,31 +92,8 @@ class PerplexityProvider:
 
     def check_request(self, body: dict) -> None:
         """Refuse what Perplexity would silently ignore or answer wrongly."""
-        if body.get("tools"):
-            raise _unsupported("tools", "its models cannot call tools")
-        if body.get("functions"):
-            raise _unsupported("functions", "its models cannot call functions")
-        if body.get("tool_choice") not in (None, "none", "auto"):
-            raise _unsupported("tool_choice", "its models cannot call tools")
-        if body.get("function_call") not in (None, "none", "auto"):
-            raise _unsupported("function_call", "its models cannot call functions")
-        if (body.get("n") or 1) > 1:
-            raise _unsupported("n", "it returns a single choice; use n = 1", what="n > 1")
-        for name in ("logprobs", "top_logprobs"):
-            if body.get(name):
-                raise _unsupported(name, "it returns no log probabilities")
-        response_format = body.get("response_format")
-        if isinstance(response_format, dict) and response_format.get("type") == "json_object":
-            raise _unsupported(
-                "response_format",
-                "use json_schema with a schema instead",
-                what="response_format json_object",
-            )
-        if body.get("audio"):
-            raise _unsupported("audio", "its models answer in text only")
-        modalities = body.get("modalities")
-        if isinstance(modalities, list) and any(m != "text" for m in modalities):
-            raise _unsupported("modalities", "its models answer in text only")
+        _refuse_tool_use(body)
+        _refuse_answer_options(body)
 
     def build_request(self, deployment: Deployment, body: dict, stream: bool) -> UpstreamRequest:
         endpoint = deployment.endpoint
@@ -280,6 +257,38 @@ class PerplexityProvider:
 
 def _unsupported(param: str, why: str, *, what: str | None = None) -> AqtaError:
     return refusal(f"{what or param} is not supported by Perplexity: {why}.", param)
+
+
+def _refuse_tool_use(body: dict) -> None:
+    if body.get("tools"):
+        raise _unsupported("tools", "its models cannot call tools")
+    if body.get("functions"):
+        raise _unsupported("functions", "its models cannot call functions")
+    if body.get("tool_choice") not in (None, "none", "auto"):
+        raise _unsupported("tool_choice", "its models cannot call tools")
+    if body.get("function_call") not in (None, "none", "auto"):
+        raise _unsupported("function_call", "its models cannot call functions")
+
+
+def _refuse_answer_options(body: dict) -> None:
+    """Choices, log probabilities, JSON mode and output other than text."""
+    if (body.get("n") or 1) > 1:
+        raise _unsupported("n", "it returns a single choice; use n = 1", what="n > 1")
+    for name in ("logprobs", "top_logprobs"):
+        if body.get(name):
+            raise _unsupported(name, "it returns no log probabilities")
+    response_format = body.get("response_format")
+    if isinstance(response_format, dict) and response_format.get("type") == "json_object":
+        raise _unsupported(
+            "response_format",
+            "use json_schema with a schema instead",
+            what="response_format json_object",
+        )
+    if body.get("audio"):
+        raise _unsupported("audio", "its models answer in text only")
+    modalities = body.get("modalities")
+    if isinstance(modalities, list) and any(m != "text" for m in modalities):
+        raise _unsupported("modalities", "its models answer in text only")
 
 
 def _developer_as_system(message: dict) -> dict:
