@@ -69,7 +69,7 @@ from gateway.dataplane.providers.anthropic.errors import error_message
 from gateway.dataplane.providers.anthropic.request import request_payload
 from gateway.dataplane.providers.anthropic.response import completion
 from gateway.dataplane.providers.anthropic.stream import EVENT_END, translate_events
-from gateway.dataplane.providers.base import StreamState, UpstreamRequest
+from gateway.dataplane.providers.base import JsonObject, StreamState, UpstreamRequest
 
 __all__ = ["API_VERSION", "AnthropicProvider"]
 
@@ -79,11 +79,13 @@ API_VERSION = "2023-06-01"
 class AnthropicProvider:
     name = "anthropic"
 
-    def check_request(self, body: dict) -> None:
+    def check_request(self, body: JsonObject) -> None:
         """A dry run of the translation: it refuses what Anthropic cannot answer faithfully."""
         request_payload(body, model="", max_output_tokens=None, stream=False)
 
-    def build_request(self, deployment: Deployment, body: dict, stream: bool) -> UpstreamRequest:
+    def build_request(
+        self, deployment: Deployment, body: JsonObject, stream: bool
+    ) -> UpstreamRequest:
         payload = request_payload(
             body,
             model=deployment.upstream_model_id,
@@ -99,7 +101,7 @@ class AnthropicProvider:
         url = base + ("/messages" if base.endswith("/v1") else "/v1/messages")
         return UpstreamRequest(url=url, headers=headers, body=orjson.dumps(payload))
 
-    def parse_response(self, raw: bytes, model: str) -> tuple[dict, Usage]:
+    def parse_response(self, raw: bytes, model: str) -> tuple[JsonObject, Usage]:
         return completion(raw, model)
 
     def translate_stream(self, data: bytes, state: StreamState) -> list[bytes]:

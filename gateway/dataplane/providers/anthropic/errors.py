@@ -7,14 +7,14 @@ import re
 import orjson
 
 from aqta.errors import AqtaError
-from gateway.dataplane.providers.base import refusal
+from gateway.dataplane.providers.base import JsonObject, refusal
 
 
 def bad(param: str, message: str) -> AqtaError:
     return refusal(message, param)
 
 
-def summary(error: dict) -> str:
+def summary(error: JsonObject) -> str:
     message = str(error.get("message") or "").strip()
     kind = str(error.get("type") or "").strip()
     return f"{message} ({kind})" if message and kind else message or kind

@@ -7,15 +7,15 @@ from typing import Any
 import orjson
 
 from gateway.dataplane.providers.anthropic.errors import bad
-from gateway.dataplane.providers.base import SYSTEM_ROLES, only_system
+from gateway.dataplane.providers.base import SYSTEM_ROLES, JsonObject, only_system
 
 IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 
 
-def system_and_turns(messages: list) -> tuple[list[dict], list[dict]]:
+def system_and_turns(messages: list[Any]) -> tuple[list[JsonObject], list[JsonObject]]:
     """OpenAI messages → (system text blocks, Anthropic turns with alternating roles)."""
-    system: list[dict] = []
-    turns: list[dict] = []
+    system: list[JsonObject] = []
+    turns: list[JsonObject] = []
     if only_system(messages):  # Anthropic needs a user turn: they become it
         messages = [{**m, "role": "user"} for m in messages]
     for i, message in enumerate(messages):
@@ -34,7 +34,7 @@ def system_and_turns(messages: list) -> tuple[list[dict], list[dict]]:
     return system, turns
 
 
-def _turn(message: dict, where: str) -> tuple[str, list[dict]]:
+def _turn(message: JsonObject, where: str) -> tuple[str, list[JsonObject]]:
     """One non-system message as (Anthropic role, content blocks)."""
     role = message.get("role")
     if role == "user":
@@ -46,7 +46,7 @@ def _turn(message: dict, where: str) -> tuple[str, list[dict]]:
     raise bad(f"{where}.role", f"Role {role!r} is not supported for Anthropic models.")
 
 
-def _add_turn(turns: list[dict], role: str, blocks: list[dict]) -> None:
+def _add_turn(turns: list[JsonObject], role: str, blocks: list[JsonObject]) -> None:
     """Appends a turn, merged into the last one when it has the same role."""
     if not blocks:
         return
@@ -56,13 +56,13 @@ def _add_turn(turns: list[dict], role: str, blocks: list[dict]) -> None:
         turns.append({"role": role, "content": blocks})
 
 
-def _tool_results_first(turns: list[dict]) -> None:
+def _tool_results_first(turns: list[JsonObject]) -> None:
     for turn in turns:
         if turn["role"] == "user":  # a stable sort: tool results first, each group in order
             turn["content"].sort(key=lambda block: block["type"] != "tool_result")
 
 
-def _strip_prefill(turns: list[dict]) -> None:
+def _strip_prefill(turns: list[JsonObject]) -> None:
     blocks = turns[-1]["content"]
     if blocks[-1]["type"] == "text":
         blocks[-1]["text"] = blocks[-1]["text"].rstrip()
@@ -72,14 +72,14 @@ def _strip_prefill(turns: list[dict]) -> None:
         turns.pop()
 
 
-def _text_block(text: str, part: dict | None = None) -> dict:
+def _text_block(text: str, part: JsonObject | None = None) -> JsonObject:
     block: dict[str, Any] = {"type": "text", "text": text}
     if part and part.get("cache_control"):
         block["cache_control"] = part["cache_control"]
     return block
 
 
-def _parts(content: Any, where: str) -> list[dict]:
+def _parts(content: Any, where: str) -> list[JsonObject]:
     if content is None:
         return []
     if isinstance(content, str):
@@ -89,7 +89,7 @@ def _parts(content: Any, where: str) -> list[dict]:
     return content
 
 
-def _text_blocks(content: Any, where: str) -> list[dict]:
+def _text_blocks(content: Any, where: str) -> list[JsonObject]:
     blocks = []
     for j, part in enumerate(_parts(content, where)):
         if part.get("type") != "text":
@@ -99,7 +99,7 @@ def _text_blocks(content: Any, where: str) -> list[dict]:
     return blocks
 
 
-def _user_blocks(content: Any, where: str) -> list[dict]:
+def _user_blocks(content: Any, where: str) -> list[JsonObject]:
     blocks = []
     for j, part in enumerate(_parts(content, where)):
         kind = part.get("type")
@@ -115,7 +115,7 @@ def _user_blocks(content: Any, where: str) -> list[dict]:
     return blocks
 
 
-def _image(part: dict, where: str) -> dict:
+def _image(part: JsonObject, where: str) -> JsonObject:
     image = part.get("image_url")
     url = image.get("url") if isinstance(image, dict) else image
     param = f"{where}.image_url.url"
@@ -139,7 +139,7 @@ def _image(part: dict, where: str) -> dict:
     return block
 
 
-def _assistant_blocks(message: dict, where: str) -> list[dict]:
+def _assistant_blocks(message: JsonObject, where: str) -> list[JsonObject]:
     if message.get("function_call") is not None:
         raise bad(f"{where}.function_call", "Legacy function_call is not supported; use tools.")
     blocks = []
@@ -157,7 +157,7 @@ def _assistant_blocks(message: dict, where: str) -> list[dict]:
     return blocks
 
 
-def _tool_use(call: Any, where: str) -> dict:
+def _tool_use(call: Any, where: str) -> JsonObject:
     function = call.get("function") if isinstance(call, dict) else None
     if not isinstance(function, dict) or not call.get("id") or not function.get("name"):
         raise bad(where, f"{where} needs an id and a function name.")
@@ -171,7 +171,7 @@ def _tool_use(call: Any, where: str) -> dict:
     return {"type": "tool_use", "id": call["id"], "name": function["name"], "input": parsed}
 
 
-def _tool_result(message: dict, where: str) -> dict:
+def _tool_result(message: JsonObject, where: str) -> JsonObject:
     if not message.get("tool_call_id"):
         raise bad(f"{where}.tool_call_id", "Tool messages need a tool_call_id.")
     block: dict[str, Any] = {"type": "tool_result", "tool_use_id": message["tool_call_id"]}

@@ -8,6 +8,7 @@ from typing import Any
 
 from gateway.dataplane.providers.anthropic.errors import bad
 from gateway.dataplane.providers.anthropic.messages import system_and_turns
+from gateway.dataplane.providers.base import JsonObject
 
 DEFAULT_MAX_TOKENS = 4096
 JSON_TOOL_PREFIX = "aqta_json_"
@@ -17,7 +18,9 @@ PERMISSIVE_SCHEMA = {"type": "object", "additionalProperties": True}
 JSON_TOOL_DESCRIPTION = "Give your whole answer by calling this tool; its input is the answer."
 
 
-def request_payload(body: dict, *, model: str, max_output_tokens: int | None, stream: bool) -> dict:
+def request_payload(
+    body: JsonObject, *, model: str, max_output_tokens: int | None, stream: bool
+) -> JsonObject:
     _refuse_unmappable(body)
     system, turns = system_and_turns(body.get("messages") or [])
     payload: dict[str, Any] = {
@@ -48,12 +51,12 @@ def request_payload(body: dict, *, model: str, max_output_tokens: int | None, st
     return payload
 
 
-def _refuse_unmappable(body: dict) -> None:
+def _refuse_unmappable(body: JsonObject) -> None:
     _refuse_sampling(body)
     _refuse_features(body)
 
 
-def _refuse_sampling(body: dict) -> None:
+def _refuse_sampling(body: JsonObject) -> None:
     """Choices, log probabilities and sampling settings Anthropic cannot honour."""
     if body.get("n") not in (None, 1):
         raise bad("n", "Anthropic models return a single choice; n must be 1.")
@@ -67,7 +70,7 @@ def _refuse_sampling(body: dict) -> None:
         raise bad("temperature", "Anthropic models accept a temperature between 0 and 1.")
 
 
-def _refuse_features(body: dict) -> None:
+def _refuse_features(body: JsonObject) -> None:
     """Features Anthropic does not offer: legacy functions, output other than text, web search."""
     for name in ("functions", "function_call"):
         if body.get(name) is not None:
@@ -88,7 +91,7 @@ def _stop_sequences(stop: Any) -> list[str]:
     return sequences
 
 
-def _object_schema(schema: Any, param: str) -> dict:
+def _object_schema(schema: Any, param: str) -> JsonObject:
     """Anthropic wants ``type: object`` at the top; a schema that leaves it out gets it."""
     if schema is None:
         return {"type": "object", "properties": {}}
@@ -97,7 +100,7 @@ def _object_schema(schema: Any, param: str) -> dict:
     return schema if "type" in schema else {"type": "object", **schema}
 
 
-def _tools(tools: Any) -> list[dict]:
+def _tools(tools: Any) -> list[JsonObject]:
     specs = []
     for i, tool in enumerate(tools or []):
         where = f"tools[{i}]"
@@ -119,7 +122,7 @@ def _tools(tools: Any) -> list[dict]:
     return specs
 
 
-def _answer_tool(response_format: Any) -> dict | None:
+def _answer_tool(response_format: Any) -> JsonObject | None:
     """The forced tool that carries a JSON answer (None for plain text)."""
     kind = response_format.get("type") if isinstance(response_format, dict) else None
     if kind in (None, "text"):
@@ -142,7 +145,7 @@ def _answer_tool(response_format: Any) -> dict | None:
     }
 
 
-def _tool_choice(choice: Any, *, has_tools: bool) -> dict | None:
+def _tool_choice(choice: Any, *, has_tools: bool) -> JsonObject | None:
     if choice is None or choice == "auto":
         mapped = {"type": "auto"}
     elif choice == "none":
@@ -164,7 +167,7 @@ def _tool_choice(choice: Any, *, has_tools: bool) -> dict | None:
     return mapped
 
 
-def _tools_and_choice(body: dict) -> tuple[list[dict], dict | None]:
+def _tools_and_choice(body: JsonObject) -> tuple[list[JsonObject], JsonObject | None]:
     tools = _tools(body.get("tools"))
     choice = _tool_choice(body.get("tool_choice"), has_tools=bool(tools))
     answer = _answer_tool(body.get("response_format"))

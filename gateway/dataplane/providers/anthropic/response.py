@@ -10,7 +10,7 @@ import orjson
 
 from billing.pricing import Usage
 from gateway.dataplane.providers.anthropic.request import JSON_TOOL_PREFIX
-from gateway.dataplane.providers.base import openai_usage
+from gateway.dataplane.providers.base import JsonObject, openai_usage
 
 FINISH_REASONS = {
     "end_turn": "stop",
@@ -23,12 +23,12 @@ FINISH_REASONS = {
 }
 
 
-def completion(raw: bytes, model: str) -> tuple[dict, Usage]:
+def completion(raw: bytes, model: str) -> tuple[JsonObject, Usage]:
     data = orjson.loads(raw)
     if not isinstance(data, dict) or data.get("type", "message") != "message":
         raise ValueError("upstream answer is not an Anthropic message")
     texts: list[str] = []
-    calls: list[dict] = []
+    calls: list[JsonObject] = []
     answer: str | None = None
     for block in data.get("content") or []:
         kind = block.get("type") if isinstance(block, dict) else None
@@ -65,7 +65,7 @@ def completion(raw: bytes, model: str) -> tuple[dict, Usage]:
     return completion, usage
 
 
-def tool_call(call_id: Any, name: str, arguments: str) -> dict:
+def tool_call(call_id: Any, name: str, arguments: str) -> JsonObject:
     return {
         "id": str(call_id or ""),
         "type": "function",
@@ -79,7 +79,7 @@ def finish_reason(stop_reason: Any, tool_called: bool) -> str:
     return "stop" if reason == "tool_calls" and not tool_called else reason
 
 
-def usage_from(counts: dict) -> Usage:
+def usage_from(counts: JsonObject) -> Usage:
     read = int(counts.get("cache_read_input_tokens") or 0)
     written = int(counts.get("cache_creation_input_tokens") or 0)
     return Usage(

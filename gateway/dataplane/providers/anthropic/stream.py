@@ -18,7 +18,7 @@ from billing.pricing import Usage
 from gateway.dataplane.providers.anthropic.errors import summary
 from gateway.dataplane.providers.anthropic.request import JSON_TOOL_PREFIX
 from gateway.dataplane.providers.anthropic.response import finish_reason, tool_call, usage_from
-from gateway.dataplane.providers.base import StreamState, openai_usage
+from gateway.dataplane.providers.base import JsonObject, StreamState, openai_usage
 
 EVENT_END = b"\n\n"
 
@@ -70,7 +70,7 @@ def _error_event(summary: str) -> bytes:
     return b"data: " + orjson.dumps(body) + EVENT_END
 
 
-def _chunk(state: StreamState, delta: dict, finish_reason: str | None = None) -> bytes:
+def _chunk(state: StreamState, delta: JsonObject, finish_reason: str | None = None) -> bytes:
     choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
     chunk: dict[str, Any] = {**state.extra["envelope"], "choices": [choice]}
     if state.include_usage:  # as OpenAI does: null on every chunk but the usage chunk
@@ -81,7 +81,7 @@ def _chunk(state: StreamState, delta: dict, finish_reason: str | None = None) ->
     return b"data: " + orjson.dumps(chunk) + EVENT_END
 
 
-def _start(state: StreamState, message: dict) -> list[bytes]:
+def _start(state: StreamState, message: JsonObject) -> list[bytes]:
     if "envelope" in state.extra:
         return []
     state.extra.update(
@@ -99,11 +99,11 @@ def _start(state: StreamState, message: dict) -> list[bytes]:
     return [_chunk(state, {"role": "assistant", "content": ""})]
 
 
-def _on_message_start(event: dict, state: StreamState) -> list[bytes]:
+def _on_message_start(event: JsonObject, state: StreamState) -> list[bytes]:
     return _start(state, event.get("message") or {})
 
 
-def _on_block_start(event: dict, state: StreamState) -> list[bytes]:
+def _on_block_start(event: JsonObject, state: StreamState) -> list[bytes]:
     out = _start(state, {})
     block = event.get("content_block") or {}
     if block.get("type") == "text" and block.get("text"):
@@ -121,7 +121,7 @@ def _on_block_start(event: dict, state: StreamState) -> list[bytes]:
     return [*out, _chunk(state, {"tool_calls": [call]})]
 
 
-def _arguments(state: StreamState, entry: dict, fragment: str) -> bytes:
+def _arguments(state: StreamState, entry: JsonObject, fragment: str) -> bytes:
     entry["streamed"] = True
     if entry["call"] is None:
         return _chunk(state, {"content": fragment})
@@ -130,7 +130,7 @@ def _arguments(state: StreamState, entry: dict, fragment: str) -> bytes:
     )
 
 
-def _on_block_delta(event: dict, state: StreamState) -> list[bytes]:
+def _on_block_delta(event: JsonObject, state: StreamState) -> list[bytes]:
     out = _start(state, {})
     delta = event.get("delta") or {}
     if delta.get("type") == "text_delta" and delta.get("text"):
@@ -142,14 +142,14 @@ def _on_block_delta(event: dict, state: StreamState) -> list[bytes]:
     return out
 
 
-def _on_block_stop(event: dict, state: StreamState) -> list[bytes]:
+def _on_block_stop(event: JsonObject, state: StreamState) -> list[bytes]:
     entry = state.extra.get("blocks", {}).get(event.get("index"))
     if entry is None or entry["streamed"]:
         return []
     return [_arguments(state, entry, orjson.dumps(entry["input"]).decode())]
 
 
-def _on_message_delta(event: dict, state: StreamState) -> list[bytes]:
+def _on_message_delta(event: JsonObject, state: StreamState) -> list[bytes]:
     out = _start(state, {})
     usage = event.get("usage") or {}
     # Counts here are cumulative: they replace what message_start said.
@@ -162,7 +162,7 @@ def _on_message_delta(event: dict, state: StreamState) -> list[bytes]:
     return out
 
 
-def _on_message_stop(event: dict, state: StreamState) -> list[bytes]:
+def _on_message_stop(event: JsonObject, state: StreamState) -> list[bytes]:
     out = _start(state, {})
     if state.finish_reason is None:  # no message_delta came: still end with a finish reason
         state.finish_reason = "stop"

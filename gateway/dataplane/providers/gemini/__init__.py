@@ -66,7 +66,7 @@ import orjson
 
 from billing.pricing import Usage
 from gateway.dataplane.catalog import Deployment
-from gateway.dataplane.providers.base import StreamState, UpstreamRequest
+from gateway.dataplane.providers.base import JsonObject, StreamState, UpstreamRequest
 from gateway.dataplane.providers.gemini.errors import error_message
 from gateway.dataplane.providers.gemini.request import gemini_request_body, gemini_url
 from gateway.dataplane.providers.gemini.response import completion
@@ -79,12 +79,14 @@ __all__ = ["GeminiProvider", "gemini_request_body", "gemini_schema", "gemini_url
 class GeminiProvider:
     name = "google"
 
-    def check_request(self, body: dict) -> None:
+    def check_request(self, body: JsonObject) -> None:
         """Translate once and throw the result away: whatever the translation would refuse
         is refused before anything goes upstream."""
         gemini_request_body(body)
 
-    def build_request(self, deployment: Deployment, body: dict, stream: bool) -> UpstreamRequest:
+    def build_request(
+        self, deployment: Deployment, body: JsonObject, stream: bool
+    ) -> UpstreamRequest:
         endpoint = deployment.endpoint
         headers = {"Content-Type": "application/json"}
         if endpoint.api_key:
@@ -95,7 +97,7 @@ class GeminiProvider:
             body=orjson.dumps(gemini_request_body(body)),
         )
 
-    def parse_response(self, raw: bytes, model: str) -> tuple[dict, Usage]:
+    def parse_response(self, raw: bytes, model: str) -> tuple[JsonObject, Usage]:
         return completion(raw, model)
 
     def translate_stream(self, data: bytes, state: StreamState) -> list[bytes]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 
 from aqta.errors import AqtaError
-from gateway.dataplane.providers.base import refusal
+from gateway.dataplane.providers.base import JsonObject, refusal
 from gateway.dataplane.providers.gemini.response import one_object
 
 
@@ -17,7 +17,7 @@ def unsupported(param: str, why: str) -> AqtaError:
     return refusal(f"{param} is not supported for Gemini models: {why}", param)
 
 
-def error_summary(data: dict, status: int) -> str:
+def error_summary(data: JsonObject, status: int) -> str:
     """``STATUS: message`` from a google.rpc.Status error body, with the retry delay."""
     error = data.get("error")
     if not isinstance(error, dict):

@@ -10,6 +10,7 @@ from urllib.parse import unquote_to_bytes, urlsplit
 
 import orjson
 
+from gateway.dataplane.providers.base import JsonObject
 from gateway.dataplane.providers.gemini.errors import bad, unsupported
 from gateway.dataplane.providers.gemini.response import THOUGHT_SEPARATOR
 
@@ -33,7 +34,7 @@ def _text_of(content: Any, param: str, kinds: tuple[str, ...] = ("text",)) -> st
     return "".join(texts)
 
 
-def _data_url(url: str, param: str) -> dict:
+def _data_url(url: str, param: str) -> JsonObject:
     match = DATA_URL.fullmatch(url)
     if match is None or not match["mime"]:
         raise bad(
@@ -45,7 +46,7 @@ def _data_url(url: str, param: str) -> dict:
     return {"inlineData": {"mimeType": match["mime"], "data": data.strip()}}
 
 
-def _file_url(url: str, param: str) -> dict:
+def _file_url(url: str, param: str) -> JsonObject:
     """A URL Gemini fetches itself (``fileData``): its MIME type comes from its name."""
     parts = urlsplit(url)
     mime, _ = mimetypes.guess_type(parts.path)
@@ -60,7 +61,7 @@ def _file_url(url: str, param: str) -> dict:
     return {"fileData": {"mimeType": mime, "fileUri": url}}
 
 
-def _user_part(part: Any, param: str) -> dict | None:
+def _user_part(part: Any, param: str) -> JsonObject | None:
     kind = part.get("type") if isinstance(part, dict) else None
     if kind == "text":
         text = str(part.get("text") or "")
@@ -74,7 +75,7 @@ def _user_part(part: Any, param: str) -> dict | None:
     raise bad(f"{param}: content parts of type {kind!r} are not supported for Gemini.", param)
 
 
-def _image_part(part: dict, param: str) -> dict:
+def _image_part(part: JsonObject, param: str) -> JsonObject:
     image = part.get("image_url")
     url = image.get("url") if isinstance(image, dict) else image
     if not isinstance(url, str) or not url:
@@ -85,7 +86,7 @@ def _image_part(part: dict, param: str) -> dict:
     return _file_url(url, f"{param}.image_url")
 
 
-def _audio_part(part: dict, param: str) -> dict:
+def _audio_part(part: JsonObject, param: str) -> JsonObject:
     audio = part.get("input_audio") or {}
     mime = AUDIO_TYPES.get(str(audio.get("format")))
     if mime is None:
@@ -93,7 +94,7 @@ def _audio_part(part: dict, param: str) -> dict:
     return {"inlineData": {"mimeType": mime, "data": str(audio.get("data") or "")}}
 
 
-def _file_part(part: dict, param: str) -> dict:
+def _file_part(part: JsonObject, param: str) -> JsonObject:
     file = part.get("file") or {}
     data = file.get("file_data")
     if not data:
@@ -106,7 +107,7 @@ def _file_part(part: dict, param: str) -> dict:
     return {"inlineData": {"mimeType": mime, "data": str(data)}}
 
 
-def _user_parts(content: Any, param: str) -> list[dict]:
+def _user_parts(content: Any, param: str) -> list[JsonObject]:
     if content is None or isinstance(content, str):
         return [{"text": content}] if content else []
     if not isinstance(content, list):
@@ -115,7 +116,7 @@ def _user_parts(content: Any, param: str) -> list[dict]:
     return [part for part in parts if part is not None]
 
 
-def _call_part(call: Any, param: str) -> dict:
+def _call_part(call: Any, param: str) -> JsonObject:
     function = call.get("function") if isinstance(call, dict) else None
     if not isinstance(function, dict) or not function.get("name"):
         raise bad(f"{param} must be a function call with a name.", param)
@@ -134,14 +135,14 @@ def _call_part(call: Any, param: str) -> dict:
     return part
 
 
-def _assistant_parts(message: dict, param: str) -> list[dict]:
+def _assistant_parts(message: JsonObject, param: str) -> list[JsonObject]:
     text = _text_of(message.get("content"), f"{param}.content", ("text", "refusal"))
     parts = [{"text": text}] if text else []
     calls = message.get("tool_calls") or []
     return parts + [_call_part(c, f"{param}.tool_calls[{j}]") for j, c in enumerate(calls)]
 
 
-def _turn(message: dict, param: str, names: dict[str, str]) -> tuple[str, list[dict]]:
+def _turn(message: JsonObject, param: str, names: dict[str, str]) -> tuple[str, list[JsonObject]]:
     """One non-system message as (Gemini role, parts); ``names`` maps tool call ids to
     function names, for the tool results that follow."""
     role = message.get("role")
@@ -166,10 +167,10 @@ def _turn(message: dict, param: str, names: dict[str, str]) -> tuple[str, list[d
     raise bad(f"{param}.role {role!r} is not supported.", f"{param}.role")
 
 
-def system_and_contents(messages: list) -> tuple[list[dict], list[dict]]:
+def system_and_contents(messages: list[Any]) -> tuple[list[JsonObject], list[JsonObject]]:
     """(systemInstruction parts, contents) with consecutive turns of one role merged."""
-    system: list[dict] = []
-    turns: list[dict] = []
+    system: list[JsonObject] = []
+    turns: list[JsonObject] = []
     names: dict[str, str] = {}
     for i, message in enumerate(messages):
         if message.get("role") in ("system", "developer"):

@@ -7,6 +7,7 @@ import re
 from typing import Any
 from urllib.parse import quote
 
+from gateway.dataplane.providers.base import JsonObject
 from gateway.dataplane.providers.gemini.errors import bad, unsupported
 from gateway.dataplane.providers.gemini.messages import system_and_contents
 from gateway.dataplane.providers.gemini.schema import gemini_schema
@@ -17,7 +18,7 @@ INT32 = 2**31
 TOOL_CHOICE_MODES = {"none": "NONE", "auto": "AUTO", "required": "ANY"}
 
 
-def _check_params(body: dict) -> None:
+def _check_params(body: JsonObject) -> None:
     if body.get("logprobs") or body.get("top_logprobs"):
         param = "logprobs" if body.get("logprobs") else "top_logprobs"
         raise unsupported(param, "log probabilities are not returned by this gateway for Gemini.")
@@ -45,7 +46,7 @@ def _check_params(body: dict) -> None:
         )
 
 
-def _generation_config(body: dict) -> dict:
+def _generation_config(body: JsonObject) -> JsonObject:
     config: dict[str, Any] = {}
     if body.get("temperature") is not None:
         config["temperature"] = body["temperature"]
@@ -73,7 +74,7 @@ def _generation_config(body: dict) -> dict:
     return config
 
 
-def _response_format(value: Any) -> dict:
+def _response_format(value: Any) -> JsonObject:
     kind = value.get("type") if isinstance(value, dict) else None
     if kind not in ("json_object", "json_schema"):
         return {}
@@ -86,7 +87,7 @@ def _response_format(value: Any) -> dict:
     return config
 
 
-def _declaration(tool: Any, param: str) -> dict:
+def _declaration(tool: Any, param: str) -> JsonObject:
     if not isinstance(tool, dict) or tool.get("type", "function") != "function":
         raise unsupported(param, "only function tools can be used with Gemini.")
     function = tool.get("function")
@@ -101,7 +102,7 @@ def _declaration(tool: Any, param: str) -> dict:
     return declaration
 
 
-def _tools(body: dict) -> dict:
+def _tools(body: JsonObject) -> JsonObject:
     """``tools`` and ``toolConfig`` for the request (nothing without tools)."""
     tools = body.get("tools") or []
     declarations = [_declaration(tool, f"tools[{i}]") for i, tool in enumerate(tools)]
@@ -134,7 +135,7 @@ def _tools(body: dict) -> dict:
     return out
 
 
-def gemini_request_body(body: dict) -> dict:
+def gemini_request_body(body: JsonObject) -> JsonObject:
     """The Gemini ``generateContent`` body for an OpenAI chat request (AqtaError if it
     asks for something Gemini cannot give)."""
     _check_params(body)

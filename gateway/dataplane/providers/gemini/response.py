@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from billing.pricing import Usage
+from gateway.dataplane.providers.base import JsonObject
 
 THOUGHT_SEPARATOR = "__thought__"
 
@@ -38,13 +39,13 @@ def _random_id() -> str:
     return secrets.token_hex(12)
 
 
-def completion(raw: bytes, model: str) -> tuple[dict, Usage]:
+def completion(raw: bytes, model: str) -> tuple[JsonObject, Usage]:
     data = one_object(raw)
     if "error" in data:
         raise ValueError("upstream answer is an error")
     # A blocked prompt has no candidates: one filtered, empty choice (as LiteLLM does).
     candidates = [(0, {"finishReason": "SAFETY"})] if blocked(data) else candidates_of(data)
-    choices = []
+    choices: list[JsonObject] = []
     for index, candidate in candidates:
         text, calls = read_parts(candidate)
         message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
@@ -68,7 +69,7 @@ def completion(raw: bytes, model: str) -> tuple[dict, Usage]:
     return completion, billed
 
 
-def read_usage(meta: Any) -> tuple[dict, Usage]:
+def read_usage(meta: Any) -> tuple[JsonObject, Usage]:
     """OpenAI's usage object and the billing usage from Gemini's ``usageMetadata``."""
     meta = meta if isinstance(meta, dict) else {}
     prompt = int(meta.get("promptTokenCount") or 0) + int(meta.get("toolUsePromptTokenCount") or 0)
@@ -85,13 +86,13 @@ def read_usage(meta: Any) -> tuple[dict, Usage]:
     return usage, Usage(prompt_tokens=prompt, completion_tokens=completion, cached_tokens=cached)
 
 
-def _call_id(part: dict) -> str:
+def _call_id(part: JsonObject) -> str:
     signature = part.get("thoughtSignature")
     suffix = f"{THOUGHT_SEPARATOR}{signature}" if signature else ""
     return f"call_{_random_id()}{suffix}"
 
 
-def read_parts(candidate: dict) -> tuple[str | None, list[dict]]:
+def read_parts(candidate: JsonObject) -> tuple[str | None, list[JsonObject]]:
     """(answer text or None, tool calls) of one candidate; thoughts are left out."""
     parts = (candidate.get("content") or {}).get("parts") or []
     texts, calls = [], []
@@ -122,18 +123,18 @@ def finish_reason(reason: Any, has_calls: bool) -> str:
     return "tool_calls" if has_calls and mapped == "stop" else mapped
 
 
-def candidates_of(data: dict) -> list[tuple[int, dict]]:
+def candidates_of(data: JsonObject) -> list[tuple[int, JsonObject]]:
     candidates = [c for c in data.get("candidates") or [] if isinstance(c, dict)]
     return [(int(c.get("index", i) or 0), c) for i, c in enumerate(candidates)]
 
 
-def blocked(data: dict) -> bool:
+def blocked(data: JsonObject) -> bool:
     return not data.get("candidates") and bool(
         (data.get("promptFeedback") or {}).get("blockReason")
     )
 
 
-def one_object(raw: bytes) -> dict:
+def one_object(raw: bytes) -> JsonObject:
     data = orjson.loads(raw)
     if isinstance(data, list) and len(data) == 1:  # the non-SSE stream shape, [ {...} ]
         data = data[0]
@@ -142,5 +143,5 @@ def one_object(raw: bytes) -> dict:
     return data
 
 
-def completion_id(data: dict) -> str:
+def completion_id(data: JsonObject) -> str:
     return f"chatcmpl-{data.get('responseId') or _random_id()}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from gateway.dataplane.providers.base import JsonObject
 from gateway.dataplane.providers.gemini.errors import bad, unsupported
 
 SCHEMA_KEYS = ("description", "minItems", "maxItems", "minimum", "maximum")
@@ -16,7 +17,7 @@ FORMATS = {
 TYPES = {"string", "number", "integer", "boolean", "array", "object"}
 
 
-def gemini_schema(schema: Any, *, param: str, ordering: bool = False) -> dict:
+def gemini_schema(schema: Any, *, param: str, ordering: bool = False) -> JsonObject:
     """A JSON Schema in the subset Gemini accepts: upper-case types, ``anyOf`` with null as
     ``nullable``, ``$ref`` inlined, and no keywords Gemini rejects (``additionalProperties``,
     ``$schema``, ``default``, ``examples``, ``title``, ``pattern``, ...). Dropping a keyword
@@ -32,7 +33,9 @@ def _is_null(node: Any) -> bool:
     return isinstance(node, dict) and node.get("type") == "null" and len(node) == 1
 
 
-def _resolve(node: dict, defs: dict, seen: tuple[str, ...], param: str) -> tuple[dict, tuple]:
+def _resolve(
+    node: JsonObject, defs: JsonObject, seen: tuple[str, ...], param: str
+) -> tuple[JsonObject, tuple[str, ...]]:
     while "$ref" in node:
         ref = str(node["$ref"])
         name = ref.rsplit("/", 1)[-1]
@@ -58,12 +61,14 @@ def _resolve(node: dict, defs: dict, seen: tuple[str, ...], param: str) -> tuple
     return node, seen
 
 
-def _schema(node: Any, defs: dict, seen: tuple, param: str, ordering: bool) -> dict:
+def _schema(
+    node: Any, defs: JsonObject, seen: tuple[str, ...], param: str, ordering: bool
+) -> JsonObject:
     if not isinstance(node, dict):
         return {}
     node, seen = _resolve(node, defs, seen, param)
 
-    def convert(child: Any) -> dict:
+    def convert(child: Any) -> JsonObject:
         return _schema(child, defs, seen, param, ordering)
 
     types, options, nullable = _alternatives(node)
@@ -83,7 +88,7 @@ def _schema(node: Any, defs: dict, seen: tuple, param: str, ordering: bool) -> d
     return out
 
 
-def _alternatives(node: dict) -> tuple[list, list, bool]:
+def _alternatives(node: JsonObject) -> tuple[list[Any], list[Any], bool]:
     """(types, ``anyOf`` options, nullable): null, as a type or an option, becomes
     ``nullable``, and several types become options of one type each."""
     declared = node.get("type")
@@ -99,7 +104,7 @@ def _alternatives(node: dict) -> tuple[list, list, bool]:
     return types, options, nullable
 
 
-def _copy_keywords(node: dict, out: dict) -> None:
+def _copy_keywords(node: JsonObject, out: JsonObject) -> None:
     """The keywords Gemini takes as they are: ``SCHEMA_KEYS``, string enums, formats."""
     for key in SCHEMA_KEYS:
         if key in node:
@@ -114,7 +119,9 @@ def _copy_keywords(node: dict, out: dict) -> None:
         out["format"] = node["format"]
 
 
-def _copy_properties(node: dict, out: dict, convert: Callable[[Any], dict], ordering: bool) -> None:
+def _copy_properties(
+    node: JsonObject, out: JsonObject, convert: Callable[[Any], JsonObject], ordering: bool
+) -> None:
     properties = node.get("properties")
     if not isinstance(properties, dict) or not properties:
         return

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from aqta.errors import ErrorCode, error_body
-from gateway.dataplane.providers.base import StreamState
+from gateway.dataplane.providers.base import JsonObject, StreamState
 from gateway.dataplane.providers.gemini.errors import error_summary
 from gateway.dataplane.providers.gemini.response import (
     blocked,
@@ -63,7 +63,7 @@ def _payload(event: bytes) -> bytes:
     return b"" if payload == b"[DONE]" else payload
 
 
-def _sse(chunk: dict) -> bytes:
+def _sse(chunk: JsonObject) -> bytes:
     return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
 
@@ -81,7 +81,7 @@ def _feed(payloads: list[bytes], state: StreamState) -> list[bytes]:
     return out
 
 
-def _error_event(response: dict) -> dict:
+def _error_event(response: JsonObject) -> JsonObject:
     error = response["error"] if isinstance(response["error"], dict) else {}
     message = f"Upstream provider error: google reported {error_summary(response, 0)}"
     limited = error.get("code") == 429 or error.get("status") == "RESOURCE_EXHAUSTED"
@@ -89,7 +89,7 @@ def _error_event(response: dict) -> dict:
     return error_body(message, code=ErrorCode.PROVIDER_ERROR, type=kind)
 
 
-def _envelope(state: StreamState, response: dict) -> dict:
+def _envelope(state: StreamState, response: JsonObject) -> JsonObject:
     if "id" not in state.extra:
         state.extra["id"] = completion_id(response)
         state.extra["created"] = int(time.time())
@@ -101,7 +101,7 @@ def _envelope(state: StreamState, response: dict) -> dict:
     }
 
 
-def _stream_chunk(response: dict, state: StreamState) -> list[bytes]:
+def _stream_chunk(response: JsonObject, state: StreamState) -> list[bytes]:
     """One Gemini stream response → at most one OpenAI chunk."""
     envelope = _envelope(state, response)
     if isinstance(response.get("usageMetadata"), dict):
