@@ -165,11 +165,22 @@ def _placeholder(schema: Any, *, required_only: bool = False, depth: int = 0) ->
     for combinator in ("anyOf", "oneOf", "allOf"):
         if isinstance(schema.get(combinator), list) and schema[combinator]:
             return _placeholder(schema[combinator][0], required_only=required_only, depth=depth + 1)
+    return _typed_placeholder(schema, _type_of(schema), required_only=required_only, depth=depth)
+
+
+def _type_of(schema: dict[str, Any]) -> Any:
+    """The schema's type in lower case; of a list of types, the first that is not null."""
     kind = schema.get("type")
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), "null")
     if isinstance(kind, str):
         kind = kind.lower()  # Gemini's OpenAPI schemas spell types in capitals ("OBJECT")
+    return kind
+
+
+def _typed_placeholder(
+    schema: dict[str, Any], kind: Any, *, required_only: bool, depth: int
+) -> Any:
     if kind == "object" or (kind is None and "properties" in schema):
         properties = schema.get("properties") or {}
         names = schema.get("required", []) if required_only else list(properties)

@@ -105,11 +105,8 @@ async def _chat(
     config, state = request.app[CONFIG_KEY], request.app[STATE_KEY]
     if (denied := protocol.auth_error(request, config, started)) is not None:
         return denied
-    try:
-        body = orjson.loads(await request.read())
-    except orjson.JSONDecodeError:
-        body = None
-    if not isinstance(body, dict):
+    body = await _json_object(request)
+    if body is None:
         return protocol.invalid_json(request, started)
     state.record_request(body, request.headers, path=request.path_qs, protocol=protocol.name)
     try:
@@ -122,15 +119,28 @@ async def _chat(
     delay_ms = config.latency_ms + (fault.delay_ms or 0)
     if delay_ms > 0 and not await _client_waited(request, delay_ms):
         return web.Response()
-    call = Call(request, body, fault, started, config, state)
-    if fault.status is not None:
+    return await _reply(Call(request, body, fault, started, config, state), protocol)
+
+
+async def _json_object(request: web.Request) -> dict[str, Any] | None:
+    """The request body if it is a JSON object, else None."""
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+async def _reply(call: Call, protocol: Protocol) -> web.StreamResponse:
+    """What a readable request gets: an injected error, a refusal, a stream or an answer."""
+    if call.fault.status is not None:
         return protocol.injected_error(call)
     if (problem := protocol.request_error(call)) is not None:
         return problem
     if protocol.wants_stream(call):
         return await _stream(call, protocol.stream(call))
-    if fault.cut_after_chunks is not None:
-        return _drop_connection(request, reset=False)
+    if call.fault.cut_after_chunks is not None:
+        return _drop_connection(call.request, reset=False)
     return protocol.answer(call)
 
 

@@ -18,9 +18,9 @@ import time_machine
 from aqta.errors import AqtaError
 from billing.pricing import Usage
 from gateway.dataplane.catalog import Deployment, Endpoint
-from gateway.dataplane.providers import gemini
 from gateway.dataplane.providers.base import StreamState
 from gateway.dataplane.providers.gemini import GeminiProvider, gemini_schema
+from gateway.dataplane.providers.gemini import response as gemini_response
 from gateway.dataplane.steps.answer import delta_text as _delta_text
 from gateway.tests.streams import client_events
 
@@ -49,7 +49,7 @@ def frozen_time():
 def fixed_ids(monkeypatch):
     """Generated ids become id0, id1, ... so whole outputs can be compared."""
     counter = itertools.count()
-    monkeypatch.setattr(gemini, "_random_id", lambda: f"id{next(counter)}")
+    monkeypatch.setattr(gemini_response, "_random_id", lambda: f"id{next(counter)}")
 
 
 ENDPOINT = Endpoint(
@@ -1014,7 +1014,7 @@ def test_with_include_usage_chunks_carry_null_usage_and_the_end_adds_the_usage_c
 
 
 def test_crlf_separators_give_the_same_chunks(monkeypatch):
-    monkeypatch.setattr(gemini, "_random_id", lambda: "same")
+    monkeypatch.setattr(gemini_response, "_random_id", lambda: "same")
 
     assert translate([TEXT_SSE_CRLF], True)[0] == translate([TEXT_SSE], True)[0]
 
@@ -1064,7 +1064,7 @@ def _outcome(pieces: list[bytes], include_usage: bool) -> tuple:
     "stream", [TEXT_SSE, TEXT_SSE_CRLF, CALL_SSE], ids=["text", "text-crlf", "tool-calls"]
 )
 def test_a_stream_split_at_any_byte_gives_the_same_chunks(monkeypatch, stream, include_usage):
-    monkeypatch.setattr(gemini, "_random_id", lambda: "same")
+    monkeypatch.setattr(gemini_response, "_random_id", lambda: "same")
     whole = _outcome([stream], include_usage)
 
     for cut in range(1, len(stream)):
@@ -1075,7 +1075,7 @@ def test_a_stream_split_at_any_byte_gives_the_same_chunks(monkeypatch, stream, i
     "stream", [TEXT_SSE, TEXT_SSE_CRLF, CALL_SSE], ids=["text", "text-crlf", "tool-calls"]
 )
 def test_a_stream_split_at_random_gives_the_same_chunks(monkeypatch, stream):
-    monkeypatch.setattr(gemini, "_random_id", lambda: "same")
+    monkeypatch.setattr(gemini_response, "_random_id", lambda: "same")
     whole = _outcome([stream], True)
 
     for seed in range(200):
@@ -1083,7 +1083,7 @@ def test_a_stream_split_at_random_gives_the_same_chunks(monkeypatch, stream):
 
 
 def test_a_stream_fed_one_byte_at_a_time_gives_the_same_chunks(monkeypatch):
-    monkeypatch.setattr(gemini, "_random_id", lambda: "same")
+    monkeypatch.setattr(gemini_response, "_random_id", lambda: "same")
     pieces = [TEXT_SSE_CRLF[i : i + 1] for i in range(len(TEXT_SSE_CRLF))]
 
     assert _outcome(pieces, True) == _outcome([TEXT_SSE_CRLF], True)

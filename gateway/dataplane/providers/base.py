@@ -9,11 +9,15 @@ includes cached and cache-write tokens, which are also given separately.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 from aqta.errors import AqtaError, ErrorCode
 from billing.pricing import Usage
 from gateway.dataplane.catalog import Deployment
+
+# A JSON object as orjson decodes it (request bodies, answers, stream events): the adapters
+# check the fields they read, so the values stay Any.
+JsonObject: TypeAlias = dict[str, Any]
 
 
 @dataclass(slots=True)
@@ -31,7 +35,7 @@ class StreamState:
     model: str = ""  # the model the client asked for, echoed in translated chunks
     usage: Usage | None = None
     chunks: int = 0
-    first: dict | None = None
+    first: JsonObject | None = None
     done: bool = False
     error: bytes | None = None
     finish_reason: str | None = None
@@ -52,7 +56,7 @@ def refusal(message: str, param: str) -> AqtaError:
 SYSTEM_ROLES = ("system", "developer")
 
 
-def only_system(messages: list) -> bool:
+def only_system(messages: list[Any]) -> bool:
     """A conversation of system/developer messages alone. OpenAI answers it; providers
     that need a user turn get those messages as the user turn instead (every translating
     adapter does the same)."""
@@ -74,15 +78,17 @@ def openai_usage(usage: Usage) -> dict[str, Any]:
 class Provider(Protocol):
     name: str
 
-    def check_request(self, body: dict) -> None:
+    def check_request(self, body: JsonObject) -> None:
         """Refuse (AqtaError 400, naming the parameter) what this provider cannot do."""
         ...
 
-    def build_request(self, deployment: Deployment, body: dict, stream: bool) -> UpstreamRequest:
+    def build_request(
+        self, deployment: Deployment, body: JsonObject, stream: bool
+    ) -> UpstreamRequest:
         """The OpenAI request → the provider's HTTP request (URL, headers, JSON body)."""
         ...
 
-    def parse_response(self, raw: bytes, model: str) -> tuple[dict, Usage]:
+    def parse_response(self, raw: bytes, model: str) -> tuple[JsonObject, Usage]:
         """An upstream 200 body → (OpenAI chat.completion object, usage).
 
         ``model`` is the model id the client asked for (echoed in the answer)."""

@@ -11,14 +11,14 @@ import orjson
 
 from billing.pricing import Usage
 from gateway.dataplane.catalog import Deployment
-from gateway.dataplane.providers.base import StreamState, UpstreamRequest
+from gateway.dataplane.providers.base import JsonObject, StreamState, UpstreamRequest
 
 EVENT_END = b"\n\n"
 DATA = b"data:"
 DONE = b"[DONE]"
 
 
-def usage_from(data: dict | None) -> Usage:
+def usage_from(data: JsonObject | None) -> Usage:
     if not data:
         return Usage()
     details = data.get("prompt_tokens_details") or {}
@@ -32,10 +32,12 @@ def usage_from(data: dict | None) -> Usage:
 class OpenAIProvider:
     name = "openai"
 
-    def check_request(self, body: dict) -> None:
+    def check_request(self, body: JsonObject) -> None:
         """Everything OpenAI accepts passes through."""
 
-    def build_request(self, deployment: Deployment, body: dict, stream: bool) -> UpstreamRequest:
+    def build_request(
+        self, deployment: Deployment, body: JsonObject, stream: bool
+    ) -> UpstreamRequest:
         endpoint = deployment.endpoint
         payload = dict(body)
         payload["model"] = deployment.upstream_model_id
@@ -53,7 +55,7 @@ class OpenAIProvider:
             body=orjson.dumps(payload),
         )
 
-    def parse_response(self, raw: bytes, model: str) -> tuple[dict, Usage]:
+    def parse_response(self, raw: bytes, model: str) -> tuple[JsonObject, Usage]:
         data = orjson.loads(raw)
         if not isinstance(data, dict):
             raise ValueError("upstream answer is not a JSON object")

@@ -33,7 +33,13 @@ import orjson
 from aqta.errors import AqtaError
 from billing.pricing import Usage
 from gateway.dataplane.catalog import Deployment
-from gateway.dataplane.providers.base import StreamState, UpstreamRequest, only_system, refusal
+from gateway.dataplane.providers.base import (
+    JsonObject,
+    StreamState,
+    UpstreamRequest,
+    only_system,
+    refusal,
+)
 from gateway.dataplane.providers.openai import DATA, DONE, EVENT_END
 
 SEARCH_CONTEXT_SIZES = ("low", "medium", "high")
@@ -78,7 +84,7 @@ _HEADING = re.compile(rb"<h1[^>]*>(.*?)</h1>", re.IGNORECASE | re.DOTALL)
 _TAG = re.compile(rb"<[^>]+>")
 
 
-def requested_search_context_size(body: dict) -> str | None:
+def requested_search_context_size(body: JsonObject) -> str | None:
     """The search context size the client asked for (``web_search_options``), if valid."""
     options = body.get("web_search_options")
     size = options.get("search_context_size") if isinstance(options, dict) else None
@@ -90,35 +96,14 @@ class PerplexityProvider:
 
     # --- requests ---------------------------------------------------------------------
 
-    def check_request(self, body: dict) -> None:
+    def check_request(self, body: JsonObject) -> None:
         """Refuse what Perplexity would silently ignore or answer wrongly."""
-        if body.get("tools"):
-            raise _unsupported("tools", "its models cannot call tools")
-        if body.get("functions"):
-            raise _unsupported("functions", "its models cannot call functions")
-        if body.get("tool_choice") not in (None, "none", "auto"):
-            raise _unsupported("tool_choice", "its models cannot call tools")
-        if body.get("function_call") not in (None, "none", "auto"):
-            raise _unsupported("function_call", "its models cannot call functions")
-        if (body.get("n") or 1) > 1:
-            raise _unsupported("n", "it returns a single choice; use n = 1", what="n > 1")
-        for name in ("logprobs", "top_logprobs"):
-            if body.get(name):
-                raise _unsupported(name, "it returns no log probabilities")
-        response_format = body.get("response_format")
-        if isinstance(response_format, dict) and response_format.get("type") == "json_object":
-            raise _unsupported(
-                "response_format",
-                "use json_schema with a schema instead",
-                what="response_format json_object",
-            )
-        if body.get("audio"):
-            raise _unsupported("audio", "its models answer in text only")
-        modalities = body.get("modalities")
-        if isinstance(modalities, list) and any(m != "text" for m in modalities):
-            raise _unsupported("modalities", "its models answer in text only")
+        _refuse_tool_use(body)
+        _refuse_answer_options(body)
 
-    def build_request(self, deployment: Deployment, body: dict, stream: bool) -> UpstreamRequest:
+    def build_request(
+        self, deployment: Deployment, body: JsonObject, stream: bool
+    ) -> UpstreamRequest:
         endpoint = deployment.endpoint
         payload = {key: value for key, value in body.items() if key not in DROPPED}
         payload["model"] = deployment.upstream_model_id
@@ -147,7 +132,7 @@ class PerplexityProvider:
 
     def parse_response(
         self, raw: bytes, model: str, *, search_context_size: str | None = None
-    ) -> tuple[dict, Usage]:
+    ) -> tuple[JsonObject, Usage]:
         """An upstream 200 body → (OpenAI chat.completion, usage).
 
         ``search_context_size`` is what the client asked for: the fallback when the
@@ -155,7 +140,7 @@ class PerplexityProvider:
         data = orjson.loads(raw)
         if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
             raise ValueError("upstream answer is not a chat completion")
-        raw_usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+        raw_usage: JsonObject = data["usage"] if isinstance(data.get("usage"), dict) else {}
         size = _size(raw_usage, search_context_size)
         answer: dict[str, Any] = {
             "id": _chat_id(data.get("id")),
@@ -206,7 +191,7 @@ class PerplexityProvider:
                 out += self._end(state)
         return out
 
-    def _deltas(self, chunk: dict, state: StreamState) -> list[bytes]:
+    def _deltas(self, chunk: JsonObject, state: StreamState) -> list[bytes]:
         """Content deltas of one Perplexity chunk; remembers usage, extras, finish reasons."""
         scratch = state.extra
         if "id" not in scratch:
@@ -250,7 +235,7 @@ class PerplexityProvider:
             out.append(self._chunk(state, [], usage=_openai_usage(scratch["usage"], size)))
         return out
 
-    def _chunk(self, state: StreamState, choices: list[dict], **fields: Any) -> bytes:
+    def _chunk(self, state: StreamState, choices: list[JsonObject], **fields: Any) -> bytes:
         scratch = state.extra
         chunk = {
             "id": scratch["id"],
@@ -282,7 +267,39 @@ def _unsupported(param: str, why: str, *, what: str | None = None) -> AqtaError:
     return refusal(f"{what or param} is not supported by Perplexity: {why}.", param)
 
 
-def _developer_as_system(message: dict) -> dict:
+def _refuse_tool_use(body: JsonObject) -> None:
+    if body.get("tools"):
+        raise _unsupported("tools", "its models cannot call tools")
+    if body.get("functions"):
+        raise _unsupported("functions", "its models cannot call functions")
+    if body.get("tool_choice") not in (None, "none", "auto"):
+        raise _unsupported("tool_choice", "its models cannot call tools")
+    if body.get("function_call") not in (None, "none", "auto"):
+        raise _unsupported("function_call", "its models cannot call functions")
+
+
+def _refuse_answer_options(body: JsonObject) -> None:
+    """Choices, log probabilities, JSON mode and output other than text."""
+    if (body.get("n") or 1) > 1:
+        raise _unsupported("n", "it returns a single choice; use n = 1", what="n > 1")
+    for name in ("logprobs", "top_logprobs"):
+        if body.get(name):
+            raise _unsupported(name, "it returns no log probabilities")
+    response_format = body.get("response_format")
+    if isinstance(response_format, dict) and response_format.get("type") == "json_object":
+        raise _unsupported(
+            "response_format",
+            "use json_schema with a schema instead",
+            what="response_format json_object",
+        )
+    if body.get("audio"):
+        raise _unsupported("audio", "its models answer in text only")
+    modalities = body.get("modalities")
+    if isinstance(modalities, list) and any(m != "text" for m in modalities):
+        raise _unsupported("modalities", "its models answer in text only")
+
+
+def _developer_as_system(message: JsonObject) -> JsonObject:
     # Perplexity knows system/user/assistant; "developer" is OpenAI's newer name for system.
     return {**message, "role": "system"} if message.get("role") == "developer" else message
 
@@ -292,7 +309,7 @@ def _chat_id(upstream_id: Any) -> str:
     return value if value.startswith("chatcmpl-") else f"chatcmpl-{value}"
 
 
-def _choice(choice: dict) -> dict:
+def _choice(choice: JsonObject) -> JsonObject:
     message = choice.get("message") or {}
     return {
         "index": choice.get("index") or 0,
@@ -306,11 +323,11 @@ def _choice(choice: dict) -> dict:
     }
 
 
-def _delta_choice(index: int, delta: dict, finish_reason: str | None = None) -> dict:
+def _delta_choice(index: int, delta: JsonObject, finish_reason: str | None = None) -> JsonObject:
     return {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
 
 
-def _increment(choice: dict, seen: str) -> str:
+def _increment(choice: JsonObject, seen: str) -> str:
     """New text in a chunk: its ``delta``, else what its cumulative ``message`` adds."""
     delta = choice.get("delta")
     if isinstance(delta, dict):
@@ -326,7 +343,7 @@ def _hint(state: StreamState) -> str | None:
     return state.extra.get("search_context_size")
 
 
-def _size(raw_usage: dict, requested: str | None) -> str:
+def _size(raw_usage: JsonObject, requested: str | None) -> str:
     reported = raw_usage.get("search_context_size")
     for size in (reported, requested):
         if size in SEARCH_CONTEXT_SIZES:
@@ -334,7 +351,7 @@ def _size(raw_usage: dict, requested: str | None) -> str:
     return DEFAULT_SEARCH_CONTEXT_SIZE
 
 
-def _usage(raw_usage: dict, size: str) -> Usage:
+def _usage(raw_usage: JsonObject, size: str) -> Usage:
     return Usage(
         prompt_tokens=int(raw_usage.get("prompt_tokens") or 0),
         completion_tokens=int(raw_usage.get("completion_tokens") or 0),
@@ -342,11 +359,11 @@ def _usage(raw_usage: dict, size: str) -> Usage:
     )
 
 
-def _openai_usage(raw_usage: dict, size: str) -> dict:
+def _openai_usage(raw_usage: JsonObject, size: str) -> JsonObject:
     """OpenAI usage plus Perplexity's token counts; the upstream USD ``cost`` is left out."""
     prompt = int(raw_usage.get("prompt_tokens") or 0)
     completion = int(raw_usage.get("completion_tokens") or 0)
-    usage = {
+    usage: JsonObject = {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": int(raw_usage.get("total_tokens") or prompt + completion),
@@ -358,7 +375,7 @@ def _openai_usage(raw_usage: dict, size: str) -> dict:
     return usage
 
 
-def _openai_error(error: Any) -> dict:
+def _openai_error(error: Any) -> JsonObject:
     if not isinstance(error, dict):
         error = {"message": str(error)}
     code = error.get("code")
@@ -371,7 +388,7 @@ def _openai_error(error: Any) -> dict:
     }
 
 
-def _event(chunk: dict) -> bytes:
+def _event(chunk: JsonObject) -> bytes:
     return DATA + b" " + orjson.dumps(chunk) + EVENT_END
 
 

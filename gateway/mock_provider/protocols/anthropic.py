@@ -199,19 +199,35 @@ def error(type_: str, message: str) -> dict[str, Any]:
 
 def request_problem(body: Mapping[str, Any]) -> str | None:
     """The message of the 400 Anthropic would answer, or None. Checks the fields the mock uses."""
-    model = body.get("model")
+    messages = body.get("messages")
+    return (
+        _model_problem(body.get("model"))
+        or _max_tokens_problem(body.get("max_tokens"))
+        or _messages_problem(messages)
+        or _options_problem(body)
+        or _tool_pairing_problem(messages)
+    )
+
+
+def _model_problem(model: Any) -> str | None:
     if model is None:
         return "model: Field required"
     if not isinstance(model, str):
         return "model: Input should be a valid string"
-    max_tokens = body.get("max_tokens")
+    return None
+
+
+def _max_tokens_problem(max_tokens: Any) -> str | None:
     if max_tokens is None:
         return "max_tokens: Field required"
     if int_field(max_tokens) is None:
         return "max_tokens: Input should be a valid integer"
     if max_tokens < 1:
         return "max_tokens: Input should be greater than or equal to 1"
-    messages = body.get("messages")
+    return None
+
+
+def _messages_problem(messages: Any) -> str | None:
     if messages is None:
         return "messages: Field required"
     if not isinstance(messages, list):
@@ -221,7 +237,7 @@ def request_problem(body: Mapping[str, Any]) -> str | None:
     for index, message in enumerate(messages):
         if (problem := _message_problem(index, message)) is not None:
             return problem
-    return _options_problem(body) or _tool_pairing_problem(messages)
+    return None
 
 
 def _message_problem(index: int, message: Any) -> str | None:
