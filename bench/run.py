@@ -73,7 +73,7 @@ PROVIDER_ENV = re.compile(r"^[A-Z0-9_]+_(API_KEY|BASE_URL)(_FILE)?$")
 
 GOAL_CPU_JSON_MS = 1.0
 GOAL_CPU_STREAM_MS = 2.0
-GOAL_ADDED_P50_MS = 1.5
+GOAL_ADDED_P50_MS = 1.0
 GOAL_RSS_MB = 150.0
 GOAL_ANTHROPIC_STREAM_RATIO = 2.0  # gateway CPU per Anthropic-translated stream (F) / E
 
