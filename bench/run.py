@@ -4,6 +4,10 @@
 starts the mock provider and the gateway (uvicorn, 2 workers), loads both with an aiohttp client,
 prints a Markdown table with the goals and writes it to ``bench/results.md``. See bench/README.md.
 
+As a peer, the same run measures the LiteLLM proxy (pinned in bench/litellm-requirements.txt,
+installed on demand into ``.venv/litellm``, one worker, no database) in front of the same mock,
+and the gateway at one worker beside it; ``--no-litellm`` skips them.
+
 By default it runs the production shape: ``AQTA_FLUSH_IN_WORKERS=false`` and one
 ``manage.py run_flusher`` process writing the traces to PostgreSQL; ``--flush-in-workers`` runs
 the simple shape, where the gateway workers write them themselves.
@@ -14,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import math
 import os
 import re
@@ -43,6 +48,8 @@ except ImportError:  # reading /proc does the same on Linux
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results.md"
+LITELLM_REQUIREMENTS = Path(__file__).resolve().parent / "litellm-requirements.txt"
+LITELLM_VENV = ROOT / ".venv" / "litellm"
 HOST = "127.0.0.1"
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DB_NAME = "aqta_bench"
@@ -61,7 +68,10 @@ CHUNKS = 20
 WORKERS = 2
 REQUEST_TIMEOUT = 30.0
 SCENARIO_TIMEOUT = 150.0
+LITELLM_SCENARIO_TIMEOUT = 600.0  # 3000 requests at some 20 to 50 a second
 READY_TIMEOUT = 60.0
+LITELLM_READY_TIMEOUT = 180.0  # it imports for 10 to 20 s on a 2-core machine
+LITELLM_INSTALL_TIMEOUT = 900.0
 STOP_TIMEOUT = 10.0
 IDLE_SECONDS = 3.0  # the gateway's background CPU is measured this long after the scenarios
 CATCH_UP_TIMEOUT = 60.0  # after a phase, the traces must be in PostgreSQL within this time
@@ -73,11 +83,13 @@ PROVIDER_ENV = re.compile(r"^[A-Z0-9_]+_(API_KEY|BASE_URL)(_FILE)?$")
 
 GOAL_CPU_JSON_MS = 1.0
 GOAL_CPU_STREAM_MS = 2.0
-GOAL_ADDED_P50_MS = 1.5
+GOAL_ADDED_P50_MS = 1.0
 GOAL_RSS_MB = 150.0
 GOAL_ANTHROPIC_STREAM_RATIO = 2.0  # gateway CPU per Anthropic-translated stream (F) / E
+GOAL_LITELLM_JSON_RATIO = 20.0  # LiteLLM's CPU per request (LB) / the gateway's (B), at least
+GOAL_LITELLM_STREAM_RATIO = 30.0  # the same per 20-chunk stream (LE / E)
 
-Target = Literal["mock", "gateway"]
+Target = Literal["mock", "gateway", "litellm"]
 Protocol = Literal["openai", "anthropic"]  # what the load generator speaks
 
 
@@ -109,6 +121,17 @@ class Scenario:
     model: str = MODEL
     protocol: Protocol = "openai"
     provider: str | None = None  # the gateway's answers must name it in aqta.provider
+    workers: int = WORKERS  # the gateway's uvicorn workers (gateway scenarios)
+
+    @property
+    def timeout(self) -> float:
+        return LITELLM_SCENARIO_TIMEOUT if self.target == "litellm" else SCENARIO_TIMEOUT
+
+
+# Group L: LiteLLM beside the gateway. They run after the others, B1 and E1 with a gateway of one
+# worker (as LiteLLM has), LB and LE with the LiteLLM proxy; same bodies and N as B and E.
+LITELLM_GROUP = "L"
+LITELLM_PEERS = {"LB": ("B", "B1"), "LE": ("E", "E1")}  # LiteLLM row: the gateway's rows
 
 
 def scenarios_for(quick: bool) -> list[Scenario]:
@@ -116,6 +139,7 @@ def scenarios_for(quick: bool) -> list[Scenario]:
         return small if quick else full
 
     openai = {"provider": "openai"}
+    one_worker: dict[str, Any] = {"provider": "openai", "workers": 1}
     anthropic: dict[str, Any] = {"model": ANTHROPIC_MODEL, "provider": "anthropic"}
     return [
         Scenario("A", "A", "A. mock direct, JSON, 10 clients", "mock", False, 10, n(3000, 300)),
@@ -150,6 +174,38 @@ def scenarios_for(quick: bool) -> list[Scenario]:
             n(1000, 100),
             model=ANTHROPIC_MODEL,
             protocol="anthropic",
+        ),
+        Scenario(
+            "B1",
+            LITELLM_GROUP,
+            "B1. gateway, 1 worker, JSON, 10 clients",
+            "gateway",
+            False,
+            10,
+            n(3000, 300),
+            **one_worker,
+        ),
+        Scenario(
+            "E1",
+            LITELLM_GROUP,
+            "E1. gateway, 1 worker, stream, 10 clients",
+            "gateway",
+            True,
+            10,
+            n(1000, 100),
+            **one_worker,
+        ),
+        Scenario(
+            "LB", LITELLM_GROUP, "LB. LiteLLM, JSON, 10 clients", "litellm", False, 10, n(3000, 300)
+        ),
+        Scenario(
+            "LE",
+            LITELLM_GROUP,
+            "LE. LiteLLM, stream, 10 clients",
+            "litellm",
+            True,
+            10,
+            n(1000, 100),
         ),
     ]
 
@@ -199,8 +255,9 @@ class Result:
 
     @property
     def total_cpu_ms(self) -> float | None:
-        """Gateway process tree plus the flusher process, per request."""
-        if self.server_cpu_ms is None or self.scenario.target != "gateway":
+        """Gateway process tree plus the flusher process, per request (LiteLLM: its tree, as it
+        has no other process)."""
+        if self.server_cpu_ms is None or self.scenario.target == "mock":
             return None
         return self.server_cpu_ms + (self.flusher_cpu_ms or 0.0)
 
@@ -222,6 +279,8 @@ class Run:
     flush_in_workers: bool = False  # the simple shape: no flusher process
     gateway_idle_ms_per_s: float | None = None  # the gateway's background CPU, without load
     flusher_idle_ms_per_s: float | None = None
+    litellm_version: str | None = None  # installed in LITELLM_VENV
+    litellm_skipped: str | None = None  # why the LiteLLM rows were not run
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -291,10 +350,9 @@ async def load(
             "anthropic-version": ANTHROPIC_VERSION,
             "Content-Type": "application/json",
         }
-    gateway = scenario.target == "gateway"
     # Behind the gateway the mock is asked for usage (the gateway forces it); ask the same of it
-    # directly. Clients of the gateway use the SDK default (no stream_options).
-    usage = not gateway
+    # directly. Clients of the gateway (and of LiteLLM) use the SDK default (no stream_options).
+    usage = scenario.target == "mock"
     left = n
 
     async def one() -> None:
@@ -399,10 +457,10 @@ async def read_stream(
         chunk = orjson.loads(last[len(b"data:") :]) if last.startswith(b"data:") else None
     except orjson.JSONDecodeError:
         chunk = None
-    # Direct, usage is asked for: the usage chunk comes last. Through the gateway (the SDK
-    # default, no usage asked) the finish chunk does, carrying the aqta object.
+    # Direct, usage is asked for: the usage chunk comes last. Through the gateway or LiteLLM (the
+    # SDK default, no usage asked) the finish chunk does, carrying the gateway's aqta object.
     choices = chunk.get("choices") if isinstance(chunk, dict) else None
-    if scenario.target == "gateway":
+    if scenario.target != "mock":
         if not choices or not choices[0].get("finish_reason"):
             outcome.fail("last chunk is not the finish chunk or is unreadable", text)
             return None
@@ -600,6 +658,9 @@ class Server:
     name: str
     proc: subprocess.Popen[bytes]
     log: Path
+    single_process: bool = False  # uvicorn with one worker serves in its own process
+    problem: re.Pattern[str] | None = None  # log lines worth reporting (None: all but QUIET)
+    stopped: bool = False
 
     def running(self) -> bool:
         return self.proc.poll() is None
@@ -616,10 +677,14 @@ class Server:
             lines = self.log.read_text(errors="replace").splitlines()
         except OSError:
             return []
+        if self.problem is not None:
+            return [line for line in lines if self.problem.search(line)]
         return [line for line in lines if line.strip() and not line.startswith(QUIET_LOG_LINES)]
 
     def workers(self) -> list[int]:
         """uvicorn's worker processes (the multiprocessing resource tracker is not one)."""
+        if self.single_process:
+            return [self.proc.pid]
         return [
             pid
             for pid in children(self.proc.pid, recursive=False)
@@ -627,19 +692,28 @@ class Server:
         ]
 
 
-def start_server(name: str, command: list[str], env: dict[str, str], logs: Path) -> Server:
+def start_server(
+    name: str,
+    command: list[str],
+    env: dict[str, str],
+    logs: Path,
+    *,
+    cwd: Path = ROOT,
+    single_process: bool = False,
+    problem: re.Pattern[str] | None = None,
+) -> Server:
     log = logs / f"{name}.log"
     with log.open("wb") as handle:
         proc = subprocess.Popen(  # noqa: S603 (fixed command line, no shell)
             command,
-            cwd=ROOT,
+            cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=handle,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: the clean-up can reach stragglers
         )
-    return Server(name, proc, log)
+    return Server(name, proc, log, single_process, problem)
 
 
 def _group_alive(pgid: int) -> bool:
@@ -652,6 +726,7 @@ def _group_alive(pgid: int) -> bool:
 
 def stop_server(server: Server) -> None:
     """SIGTERM, then SIGKILL to the server's process group after STOP_TIMEOUT."""
+    server.stopped = True
     proc = server.proc
     pgid = proc.pid  # start_new_session: the group id is the leader's pid
     if proc.poll() is None:
@@ -678,9 +753,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-async def wait_ready(server: Server, url: str, api_key: str, workers: int = 0) -> None:
+async def wait_ready(
+    server: Server, url: str, api_key: str, workers: int = 0, timeout: float = READY_TIMEOUT
+) -> None:
     """Until ``url`` answers 200 (and ``workers`` worker processes exist)."""
-    deadline = time.monotonic() + READY_TIMEOUT
+    deadline = time.monotonic() + timeout
     headers = {"Authorization": f"Bearer {api_key}"}
     last = "no answer"
     timeout = aiohttp.ClientTimeout(total=2)
@@ -700,7 +777,7 @@ async def wait_ready(server: Server, url: str, api_key: str, workers: int = 0) -
                 last = repr(error)
             await asyncio.sleep(0.2)
     raise BenchError(
-        f"{server.name} not ready after {READY_TIMEOUT:.0f} s ({last}):\n{server.log_tail()}"
+        f"{server.name} not ready after {timeout:.0f} s ({last}):\n{server.log_tail()}"
     )
 
 
@@ -812,6 +889,164 @@ def prepare_aqta(env: dict[str, str]) -> str:
     return key
 
 
+# --- LiteLLM, the peer ---------------------------------------------------------------------------
+
+# Of its log, the lines worth reporting (its banner and start-up notes are not).
+LITELLM_PROBLEMS = re.compile(r"ERROR|CRITICAL|Traceback|Exception")
+# Where LiteLLM would fetch its model price map and other files at start-up: loopback's discard
+# port (refused at once), besides the LITELLM_LOCAL_* switches that keep it on its packaged copies.
+NOWHERE = f"http://{HOST}:9/"
+
+
+def _rel(path: Path) -> Path:
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+
+
+def ensure_litellm() -> tuple[Path | None, str]:
+    """The LiteLLM proxy's command in LITELLM_VENV, which is made (again, when the requirements
+    changed) from LITELLM_REQUIREMENTS; (None, why) when that fails, offline for one."""
+    wanted = hashlib.sha256(LITELLM_REQUIREMENTS.read_bytes()).hexdigest()
+    stamp = LITELLM_VENV / ".installed-stamp"
+    command = LITELLM_VENV / "bin" / "litellm"
+    with contextlib.suppress(OSError):
+        if command.exists() and stamp.read_text().strip() == wanted:
+            return command, ""
+    print(
+        f"Installing LiteLLM into {_rel(LITELLM_VENV)} from {_rel(LITELLM_REQUIREMENTS)} "
+        "(once; a minute or two) ...",
+        flush=True,
+    )
+    pip = [str(LITELLM_VENV / "bin" / "python"), "-m", "pip"]
+    steps = (
+        [sys.executable, "-m", "venv", "--clear", str(LITELLM_VENV)],
+        [
+            *pip,
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--timeout",
+            "30",
+            "--retries",
+            "2",
+            "--requirement",
+            str(LITELLM_REQUIREMENTS),
+        ],
+    )
+    for step in steps:
+        what = " ".join(Path(step[0]).name if i == 0 else part for i, part in enumerate(step[:5]))
+        try:
+            done = subprocess.run(  # noqa: S603 (fixed command line, no shell)
+                step,
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=LITELLM_INSTALL_TIMEOUT,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as error:
+            return None, f"`{what}` failed: {error}"
+        if done.returncode != 0:
+            lines = [line for line in done.stderr.splitlines() if line.strip()]
+            errors = [line for line in lines if line.startswith("ERROR")] or lines
+            return None, f"`{what}` exited with {done.returncode}: {' / '.join(errors[-3:])}"
+    if not command.exists():
+        return None, f"no {_rel(command)} after the install"
+    stamp.write_text(wanted + "\n")
+    return command, ""
+
+
+def litellm_version() -> str | None:
+    """The version of the litellm package in LITELLM_VENV."""
+    for info in sorted(LITELLM_VENV.glob("lib/python*/site-packages/litellm-*.dist-info")):
+        return info.name.removeprefix("litellm-").removesuffix(".dist-info")
+    return None
+
+
+def litellm_config(directory: Path, mock_port: int, master_key: str) -> Path:
+    """The proxy's config.yaml (JSON is YAML): the benchmark's model on the mock, no callbacks,
+    no database, no spend or error logs; the master key is the only key."""
+    config = {
+        "model_list": [
+            {
+                "model_name": MODEL,
+                "litellm_params": {
+                    "model": f"openai/{MODEL}",
+                    "api_base": f"http://{HOST}:{mock_port}/v1",
+                    "api_key": "mock",
+                },
+            }
+        ],
+        "litellm_settings": {
+            "callbacks": [],
+            "success_callback": [],
+            "failure_callback": [],
+            "service_callback": [],
+            "turn_off_message_logging": True,
+        },
+        "general_settings": {
+            "master_key": master_key,
+            "disable_spend_logs": True,
+            "disable_spend_updates": True,
+            "disable_error_logs": True,
+            "background_health_checks": False,
+        },
+    }
+    path = directory / "config.yaml"
+    path.write_bytes(orjson.dumps(config, option=orjson.OPT_INDENT_2))
+    return path
+
+
+def litellm_env(home: Path) -> dict[str, str]:
+    """A clean environment: nothing of the shell's (provider keys, DATABASE_URL, REDIS_URL,
+    LITELLM_*, OTEL_*, ...) reaches the proxy, so it runs without database, cache or callback."""
+    env = {k: v for k in ("PATH", "LANG", "LC_ALL", "TZ") if (v := os.environ.get(k))}
+    env.update(
+        HOME=str(home),
+        PYTHONUNBUFFERED="1",
+        LITELLM_MODE="PRODUCTION",  # loads no .env file
+        LITELLM_LOG="WARNING",  # also uvicorn's level: no access log, as the gateway runs
+        LITELLM_DONT_SHOW_FEEDBACK_BOX="True",
+        LITELLM_LOCAL_MODEL_COST_MAP="True",
+        LITELLM_LOCAL_ANTHROPIC_BETA_HEADERS="True",
+        LITELLM_LOCAL_BLOG_POSTS="True",
+        LITELLM_LOCAL_AUTOROUTER_PRESETS="True",
+        LITELLM_LOCAL_POLICY_TEMPLATES="True",
+        LITELLM_MODEL_COST_MAP_URL=NOWHERE,
+        LITELLM_ANTHROPIC_BETA_HEADERS_URL=NOWHERE,
+        LITELLM_BLOG_POSTS_URL=NOWHERE,
+        LITELLM_AUTOROUTER_PRESETS_URL=NOWHERE,
+    )
+    return env
+
+
+def start_litellm(command: Path, mock_port: int, port: int, logs: Path) -> tuple[Server, str]:
+    """The proxy, one uvicorn worker (in its own process), and its master key."""
+    directory = logs / "litellm"
+    directory.mkdir()
+    master_key = f"sk-{secrets.token_hex(32)}"
+    config = litellm_config(directory, mock_port, master_key)
+    server = start_server(
+        "litellm",
+        [
+            str(command),
+            "--config",
+            str(config),
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--num_workers",
+            "1",
+        ],
+        litellm_env(directory),
+        logs,
+        cwd=directory,
+        single_process=True,
+        problem=LITELLM_PROBLEMS,
+    )
+    return server, master_key
+
+
 PROJECT_PACKAGES = tuple(
     f"{package}/"
     for package in ("gateway", "accounts", "aqta", "billing", "compliance", "healthcare")
@@ -846,8 +1081,9 @@ class Profiler:
         )
         time.sleep(0.5)  # let it attach before the phase starts
 
-    def finish(self, top: int = 15) -> Profile:
-        """Stop recording and summarise the samples."""
+    def finish(self, top: int = 15, packages: tuple[str, ...] = PROJECT_PACKAGES) -> Profile:
+        """Stop recording and summarise the samples (``packages``: whose functions to list by
+        inclusive time)."""
         self.proc.send_signal(signal.SIGINT)
         try:
             _, stderr = self.proc.communicate(timeout=30)
@@ -869,7 +1105,7 @@ class Profiler:
             frames = [_short(frame) for frame in stack.split(";")]
             own[frames[-1]] += int(count)
             for frame in set(frames):
-                if frame.partition(" (")[2].startswith(PROJECT_PACKAGES):
+                if frame.partition(" (")[2].startswith(packages):
                     inclusive[frame] += int(count)
             total += int(count)
         return Profile(total, own.most_common(top), inclusive.most_common(top))
@@ -879,7 +1115,7 @@ class Profiler:
 class Profile:
     samples: int  # non-idle samples, all threads
     own: list[tuple[str, int]]  # functions by own (leaf) samples
-    project: list[tuple[str, int]]  # Aqta's functions by inclusive samples
+    project: list[tuple[str, int]]  # Aqta's (or LiteLLM's) functions by inclusive samples
 
 
 def _py_spy() -> str:
@@ -908,12 +1144,27 @@ class Stack:
     """The running servers and what the scenarios share."""
 
     mock: Server
-    gateway: Server
+    gateway: Server  # the one running: 2 workers, then 1 for group L
     flusher: Server | None  # None with --flush-in-workers
     bodies: Bodies
     warmup: int
     profile_dir: Path | None
+    litellm: Server | None = None
+    ports: dict[str, int] = field(default_factory=dict)  # of the running servers, by target
+    keys: dict[str, str] = field(default_factory=dict)  # the API key each target takes
     traces_sent: int = 0  # requests sent to the gateway so far: each adds one trace
+
+    def url(self, scenario: Scenario) -> str:
+        port = self.ports[scenario.target]
+        if scenario.protocol == "anthropic":
+            return f"http://{HOST}:{port}/v1/messages"  # the mock's Messages API
+        return f"http://{HOST}:{port}/v1/chat/completions"
+
+    def server(self, target: Target) -> Server:
+        server = {"mock": self.mock, "gateway": self.gateway, "litellm": self.litellm}[target]
+        if server is None:
+            raise BenchError(f"no {target} server running")
+        return server
 
 
 def _cpu(server: Server | None) -> float:
@@ -923,8 +1174,9 @@ def _cpu(server: Server | None) -> float:
 async def run_scenario(scenario: Scenario, url: str, api_key: str, stack: Stack) -> Result:
     """Warm up, wait for the traces, then measure the load phase plus the traces' catch-up."""
     on_gateway = scenario.target == "gateway"
-    measured = stack.gateway if on_gateway else stack.mock
-    gateway, flusher, mock = stack.gateway, stack.flusher, stack.mock
+    proxy = scenario.target != "mock"  # the gateway or LiteLLM, in front of the mock
+    measured = stack.server(scenario.target)
+    flusher, mock = stack.flusher, stack.mock
     connector = aiohttp.TCPConnector(limit=scenario.concurrency)
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
@@ -938,15 +1190,15 @@ async def run_scenario(scenario: Scenario, url: str, api_key: str, stack: Stack)
             if backlog:
                 print(f"WARNING: {backlog} warm-up traces still not stored", flush=True)
         profiler = flusher_profiler = None
-        if stack.profile_dir is not None and on_gateway:
-            workers = gateway.workers()
+        if stack.profile_dir is not None and proxy:
+            workers = measured.workers()
             if workers:
                 profiler = Profiler(workers[0], stack.profile_dir / f"profile-{scenario.key}.txt")
-            if flusher is not None:
+            if flusher is not None and on_gateway:
                 flusher_profiler = Profiler(
                     flusher.proc.pid, stack.profile_dir / f"profile-{scenario.key}-flusher.txt"
                 )
-        split_before = gateway_split(gateway)
+        split_before = gateway_split(measured) if proxy else None
         redis_before = redis_stats()
         server_before = cpu_seconds(measured.proc.pid)
         flusher_before = _cpu(flusher)
@@ -968,12 +1220,13 @@ async def run_scenario(scenario: Scenario, url: str, api_key: str, stack: Stack)
         machine_after = machine_ticks()
         server_cpu = cpu_seconds(measured.proc.pid) - server_before
         flusher_cpu = _cpu(flusher) - flusher_before
-        split_after = gateway_split(gateway)
+        split_after = gateway_split(measured) if proxy else None
         redis_after = redis_stats()
         mock_cpu = cpu_seconds(mock.proc.pid) - mock_before
-    profile = profiler.finish() if profiler is not None else None
+    packages = ("litellm/",) if scenario.target == "litellm" else PROJECT_PACKAGES
+    profile = profiler.finish(packages=packages) if profiler is not None else None
     flusher_profile = flusher_profiler.finish() if flusher_profiler is not None else None
-    rss = [peak_rss_mb(pid) or 0.0 for pid in gateway.workers()] if on_gateway else []
+    rss = [peak_rss_mb(pid) or 0.0 for pid in measured.workers()] if proxy else []
     n = max(outcome.n, 1)
     busy = machine_after[0] - machine_before[0]
     redis = {k: redis_after.get(k, 0.0) - redis_before.get(k, 0.0) for k in redis_after}
@@ -994,17 +1247,13 @@ async def run_scenario(scenario: Scenario, url: str, api_key: str, stack: Stack)
         machine_busy=(machine_loaded[0] - machine_before[0])
         / max(machine_loaded[1] - machine_before[1], 1),
         other_cpu_ms=(
-            busy / CLK_TCK
-            - mock_cpu
-            - client_cpu
-            - flusher_cpu
-            - (server_cpu if on_gateway else 0.0)
+            busy / CLK_TCK - mock_cpu - client_cpu - flusher_cpu - (server_cpu if proxy else 0.0)
         )
         * 1000
         / n,
         rss_mb=rss,
         split_ms=tuple((a - b) * 1000 / n for a, b in zip(split_after, split_before, strict=True))
-        if on_gateway
+        if split_after is not None and split_before is not None
         else None,
         profile=profile,
         flusher_profile=flusher_profile,
@@ -1013,10 +1262,10 @@ async def run_scenario(scenario: Scenario, url: str, api_key: str, stack: Stack)
 
 async def _bounded(phase: Coroutine[Any, Any, Outcome], scenario: Scenario) -> Outcome:
     try:
-        return await asyncio.wait_for(phase, SCENARIO_TIMEOUT)
+        return await asyncio.wait_for(phase, scenario.timeout)
     except TimeoutError:
-        outcome = Outcome(n=scenario.n, elapsed=SCENARIO_TIMEOUT)
-        outcome.fail("scenario timed out", f"not finished after {SCENARIO_TIMEOUT:.0f} s")
+        outcome = Outcome(n=scenario.n, elapsed=scenario.timeout)
+        outcome.fail("scenario timed out", f"not finished after {scenario.timeout:.0f} s")
         return outcome
 
 
@@ -1038,10 +1287,76 @@ async def idle_cpu_ms_per_s(servers: list[Server], seconds: float) -> list[float
     ]
 
 
+def gateway_command(port: int, workers: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "aqta.asgi:application",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--no-access-log",
+        "--lifespan",
+        "on",
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+    ]
+
+
+def _prepare_litellm(run: Run, chosen: list[Scenario]) -> tuple[list[Scenario], Path | None]:
+    """Install LiteLLM if group L is chosen; without it, the scenarios less group L."""
+    if not any(s.group == LITELLM_GROUP for s in chosen):
+        return chosen, None
+    command, why = ensure_litellm()
+    if command is None:
+        run.litellm_skipped = f"LiteLLM could not be installed: {why}"
+        print(f"WARNING: {run.litellm_skipped}\nThe benchmark goes on without it.", flush=True)
+        return [s for s in chosen if s.group != LITELLM_GROUP], None
+    run.litellm_version = litellm_version()
+    return chosen, command
+
+
+async def measure(run: Run, stack: Stack, scenario: Scenario) -> None:
+    """Run one scenario against its target, add its result, say how it went."""
+    result = await run_scenario(scenario, stack.url(scenario), stack.keys[scenario.target], stack)
+    run.results.append(result)
+    print(
+        f"  {scenario.label}: {result.rps:,.0f} req/s, "
+        f"p50 {_num(result.p(0.5), 2)} ms, failures {result.outcome.failed}"
+        f" (+{result.warmup.failed} in warm-up)"
+        + (
+            f", traces stored {result.catch_up_s:.1f} s after the load"
+            if result.catch_up_s is not None and not result.backlog
+            else ""
+        ),
+        flush=True,
+    )
+    if result.backlog:
+        print(
+            f"WARNING: {result.backlog} traces not stored {result.catch_up_s:.0f} s after the load",
+            flush=True,
+        )
+
+
+def _check_alive(servers: list[Server], scenario: Scenario) -> None:
+    for server in servers:
+        if not server.stopped and not _running(server.proc.pid):
+            raise BenchError(f"{server.name} died during {scenario.label}")
+
+
 async def bench(args: argparse.Namespace, logs: Path) -> Run:
-    chosen = [s for s in scenarios_for(args.quick) if s.group in args.only]
+    run = Run(flush_in_workers=args.flush_in_workers)
+    chosen, litellm_command = _prepare_litellm(
+        run, [s for s in scenarios_for(args.quick) if s.group in args.only]
+    )
     warmup = 50 if args.quick else 200
-    run = Run(busy_before=await busy_share(1.0), flush_in_workers=args.flush_in_workers)
+    run.busy_before = await busy_share(1.0)
     if run.busy_before > BUSY_WARNING:
         print(
             f"WARNING: the machine is {100 * run.busy_before:.0f} % busy before the benchmark "
@@ -1082,36 +1397,8 @@ async def bench(args: argparse.Namespace, logs: Path) -> Run:
                 "flusher", [sys.executable, "manage.py", "run_flusher"], env, logs
             )
             servers.append(flusher)
-        gateway = start_server(
-            "gateway",
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "aqta.asgi:application",
-                "--host",
-                HOST,
-                "--port",
-                str(gateway_port),
-                "--workers",
-                str(WORKERS),
-                "--no-access-log",
-                "--lifespan",
-                "on",
-                "--loop",
-                "uvloop",
-                "--http",
-                "httptools",
-            ],
-            env,
-            logs,
-        )
+        gateway = start_server("gateway", gateway_command(gateway_port, WORKERS), env, logs)
         servers.append(gateway)
-        mock_urls = {
-            "openai": f"http://{HOST}:{mock_port}/v1/chat/completions",
-            "anthropic": f"http://{HOST}:{mock_port}/v1/messages",
-        }
-        gateway_url = f"http://{HOST}:{gateway_port}/v1/chat/completions"
         await wait_ready(mock, f"http://{HOST}:{mock_port}/v1/models", "mock")
         await wait_ready(gateway, f"http://{HOST}:{gateway_port}/v1/models", api_key, WORKERS)
         if flusher is not None:
@@ -1134,39 +1421,35 @@ async def bench(args: argparse.Namespace, logs: Path) -> Run:
             bodies=Bodies(),
             warmup=warmup,
             profile_dir=logs if args.profile else None,
+            ports={"mock": mock_port, "gateway": gateway_port},
+            keys={"mock": "mock", "gateway": api_key},
         )
         for scenario in chosen:
-            on_gateway = scenario.target == "gateway"
-            result = await run_scenario(
-                scenario,
-                gateway_url if on_gateway else mock_urls[scenario.protocol],
-                api_key if on_gateway else "mock",
-                stack,
-            )
-            run.results.append(result)
-            print(
-                f"  {scenario.label}: {result.rps:,.0f} req/s, "
-                f"p50 {_num(result.p(0.5), 2)} ms, failures {result.outcome.failed}"
-                f" (+{result.warmup.failed} in warm-up)"
-                + (
-                    f", traces stored {result.catch_up_s:.1f} s after the load"
-                    if result.catch_up_s is not None and not result.backlog
-                    else ""
-                ),
-                flush=True,
-            )
-            if result.backlog:
-                print(
-                    f"WARNING: {result.backlog} traces not stored {result.catch_up_s:.0f} s "
-                    "after the load",
-                    flush=True,
-                )
-            for server in servers:
-                if not _running(server.proc.pid):
-                    raise BenchError(f"{server.name} died during {scenario.label}")
+            if scenario.group != LITELLM_GROUP:
+                await measure(run, stack, scenario)
+                _check_alive(servers, scenario)
         idle = await idle_cpu_ms_per_s([gateway, *([flusher] if flusher else [])], IDLE_SECONDS)
         run.gateway_idle_ms_per_s = idle[0]
         run.flusher_idle_ms_per_s = idle[1] if flusher is not None else None
+        peers = [s for s in chosen if s.group == LITELLM_GROUP]
+        if any(s.target == "gateway" for s in peers):
+            # The gateway with one worker, as LiteLLM runs, in place of the one with WORKERS.
+            stop_server(gateway)
+            port = free_port()
+            one = start_server(
+                "gateway-1-worker", gateway_command(port, 1), env, logs, single_process=True
+            )
+            servers.append(one)
+            await wait_ready(one, f"http://{HOST}:{port}/v1/models", api_key, 1)
+            print(f"gateway with 1 worker on :{port} (pid {one.proc.pid})", flush=True)
+            stack.gateway, stack.ports["gateway"] = one, port
+            for scenario in peers:
+                if scenario.target == "gateway":
+                    await measure(run, stack, scenario)
+                    _check_alive(servers, scenario)
+            stop_server(one)  # LiteLLM is measured alone in front of the mock (and the flusher)
+        if litellm_command is not None and any(s.target == "litellm" for s in peers):
+            await bench_litellm(run, stack, litellm_command, logs, servers, peers)
         return run
     finally:
         for server in reversed(servers):
@@ -1176,6 +1459,49 @@ async def bench(args: argparse.Namespace, logs: Path) -> Run:
             if problems:
                 print(f"\n--- {server.name} log, besides INFO lines ({server.log}) ---")
                 print("\n".join(problems[-60:]))
+
+
+async def bench_litellm(
+    run: Run,
+    stack: Stack,
+    command: Path,
+    logs: Path,
+    servers: list[Server],
+    scenarios: list[Scenario],
+) -> None:
+    """Start LiteLLM, run its scenarios, stop it. If it does not start, or dies, the run goes on
+    without (the rest of) its rows, and the report says why."""
+    port = free_port()
+    litellm, master_key = start_litellm(command, stack.ports["mock"], port, logs)
+    servers.append(litellm)
+    try:
+        await wait_ready(
+            litellm, f"http://{HOST}:{port}/v1/models", master_key, timeout=LITELLM_READY_TIMEOUT
+        )
+    except BenchError as error:
+        first = str(error).splitlines()[0]
+        run.litellm_skipped = f"LiteLLM did not start: {first} (log: {litellm.log})"
+        print(f"WARNING: {error}\nThe benchmark goes on without LiteLLM.", flush=True)
+        stop_server(litellm)
+        return
+    print(
+        f"LiteLLM {run.litellm_version or '(version unknown)'} on :{port} "
+        f"(pid {litellm.proc.pid}, 1 worker, no database)",
+        flush=True,
+    )
+    stack.litellm = litellm
+    stack.ports["litellm"], stack.keys["litellm"] = port, master_key
+    for scenario in scenarios:
+        if scenario.target != "litellm":
+            continue
+        await measure(run, stack, scenario)
+        if not _running(litellm.proc.pid):
+            run.litellm_skipped = f"LiteLLM died during {scenario.label} (log: {litellm.log})"
+            print(f"WARNING: {run.litellm_skipped}", flush=True)
+            break
+        _check_alive(servers, scenario)
+    stop_server(litellm)
+    stack.litellm = None
 
 
 def _running(pid: int) -> bool:
@@ -1206,6 +1532,9 @@ def report(run: Run, args: argparse.Namespace) -> tuple[str, bool]:
         flusher = total = "-"
         if s.target == "mock":
             cpu += " (mock)"
+        elif s.target == "litellm":
+            cpu += " (LiteLLM)"
+            total = _num(r.total_cpu_ms, 2)
         else:
             flusher = "in workers" if run.flush_in_workers else _num(r.flusher_cpu_ms, 2)
             total = _num(r.total_cpu_ms, 2)
@@ -1239,7 +1568,7 @@ def report(run: Run, args: argparse.Namespace) -> tuple[str, bool]:
     goals.append(
         ("added p50 latency at 1 client (C gateway - C mock)", None, added, GOAL_ADDED_P50_MS)
     )
-    rss = [mb for r in results for mb in r.rss_mb]
+    rss = [mb for r in results if r.scenario.target == "gateway" for mb in r.rss_mb]
     goals.append(("peak RSS per gateway worker", None, max(rss) if rss else None, GOAL_RSS_MB))
     units = ["ms", "ms", "ms", "MB"]
     for (name, result, value, limit), unit in zip(goals, units, strict=True):
@@ -1252,6 +1581,7 @@ def report(run: Run, args: argparse.Namespace) -> tuple[str, bool]:
             )
         lines.append(line)
     lines.append(anthropic_goal(by_key.get("F"), e))
+    lines += litellm_goals(by_key, run)
     shape = (
         "The gateway workers write the traces themselves (`--flush-in-workers`): their CPU "
         "includes the PostgreSQL writes."
@@ -1269,14 +1599,17 @@ def report(run: Run, args: argparse.Namespace) -> tuple[str, bool]:
         "",
         "Details: where the gateway's CPU goes (event-loop threads of the workers, their other "
         "threads such as `to_thread` trace writes when the workers flush, the uvicorn master); "
-        "CPU per request of the mock (behind the gateway too) and of this load generator; rest = "
+        "CPU per request of the mock (behind the gateway and LiteLLM too) and of this load "
+        "generator; rest = "
         "every other process (Redis, PostgreSQL, anything else running); catch-up = seconds "
         "from the end of the load until the traces were stored; machine busy = share of all "
         "CPUs in use during the load (without the catch-up); Redis CPU (INFO cpu) and the time of "
         "its admission script (EVALSHA, INFO commandstats) are server-wide; traces per flush "
         "batch = requests / XACK calls.",
+        *litellm_notes(run, by_key),
         "",
-        "| scenario | N | gateway CPU: event loops / other threads / master, ms/request "
+        "| scenario | N | gateway (or LiteLLM) CPU: event loops / other threads / master, "
+        "ms/request "
         "| mock CPU ms/request | client CPU ms/request | rest CPU ms/request "
         "| Redis CPU µs/request | Redis µs per admission | traces per flush batch "
         "| catch-up s | machine busy | failures (warm-up) |",
@@ -1314,8 +1647,9 @@ def report(run: Run, args: argparse.Namespace) -> tuple[str, bool]:
         lines += ["", "**Traces were still not in PostgreSQL when the catch-up gave up:**", ""]
         lines += [f"- {r.scenario.label}: {r.backlog}" for r in backlogs]
     for r in results:
+        litellm = r.scenario.target == "litellm"
         for what, profile in (
-            ("one gateway worker", r.profile),
+            ("the LiteLLM worker" if litellm else "one gateway worker", r.profile),
             ("the flusher process", r.flusher_profile),
         ):
             if profile is None or not profile.samples:
@@ -1324,7 +1658,8 @@ def report(run: Run, args: argparse.Namespace) -> tuple[str, bool]:
             lines += [
                 "",
                 f"py-spy, {what} during {r.scenario.label} and its catch-up ({samples} samples, "
-                "all threads): own time, then Aqta's functions by inclusive time:",
+                f"all threads): own time, then {'LiteLLM' if litellm else 'Aqta'}'s functions by "
+                "inclusive time:",
                 "",
             ]
             lines += [f"- {100 * count / samples:5.1f} %  {name}" for name, count in profile.own]
@@ -1354,7 +1689,7 @@ def report(run: Run, args: argparse.Namespace) -> tuple[str, bool]:
     lines += [
         "",
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {mode} run, {os.cpu_count()} CPUs, "
-        f"{WORKERS} gateway workers, "
+        f"{WORKERS} gateway workers (1 in B1, E1), "
         + (
             "traces written by the workers (AQTA_FLUSH_IN_WORKERS=true)"
             if run.flush_in_workers
@@ -1362,10 +1697,94 @@ def report(run: Run, args: argparse.Namespace) -> tuple[str, bool]:
         )
         + f", mock with {CHUNKS} chunks and no latency, CPU from "
         f"{cpu_source} (gateway = process tree: uvicorn master + workers), RSS = VmHWM"
+        + (
+            f", LiteLLM {run.litellm_version or '(version unknown)'} with 1 worker"
+            if any(r.scenario.target == "litellm" for r in results)
+            else ""
+        )
         + (", **py-spy attached (CPU numbers perturbed)**" if args.profile else "")
         + ".",
     ]
     return "\n".join(lines) + "\n", clean
+
+
+TIMES = "\u00d7"  # the multiplication sign, which ruff would take for an x in a literal
+
+
+def _ratio_verdict(ratio: float, goal: float) -> str:
+    return "**pass**" if ratio >= goal else "**MISS**"
+
+
+def litellm_goals(by_key: dict[str, Result], run: Run) -> list[str]:
+    """The goal lines LiteLLM ÷ gateway, CPU per request, JSON and stream: judged on the gateway
+    with the flusher process (what a request costs in all) and on the gateway alone."""
+    lines = []
+    for key, what, goal in (
+        ("LB", "non-streaming request", GOAL_LITELLM_JSON_RATIO),
+        ("LE", "20-chunk stream", GOAL_LITELLM_STREAM_RATIO),
+    ):
+        aqta_key, one_key = LITELLM_PEERS[key]
+        name = f"LiteLLM's CPU per {what} at 10 clients ÷ the gateway's ({key} ÷ {aqta_key})"
+        peer, aqta, one = by_key.get(key), by_key.get(aqta_key), by_key.get(one_key)
+        if peer is None or peer.server_cpu_ms is None or aqta is None or not aqta.server_cpu_ms:
+            why = f"needs {key} and {aqta_key}"
+            if run.litellm_skipped:
+                why += f"; {run.litellm_skipped}"
+            lines.append(f"- {name}: n/a ({why})")
+            continue
+        litellm_ms = peer.server_cpu_ms
+        bases: list[tuple[str, float]] = []
+        if aqta.flusher_cpu_ms is not None and aqta.total_cpu_ms:
+            bases.append(("with the flusher process", aqta.total_cpu_ms))
+        bases.append(
+            (
+                "alone" if aqta.flusher_cpu_ms is not None else "(its workers write the traces)",
+                aqta.server_cpu_ms,
+            )
+        )
+        parts = [
+            f"÷ the gateway {label} {ms:.2f} ms = {litellm_ms / ms:.1f}{TIMES} "
+            f"(goal ≥ {goal:.0f}{TIMES}): {_ratio_verdict(litellm_ms / ms, goal)}"
+            for label, ms in bases
+        ]
+        line = f"- {name}: LiteLLM {litellm_ms:.2f} ms; " + "; ".join(parts)
+        if one is not None and one.server_cpu_ms:
+            ones = []
+            if one.flusher_cpu_ms is not None and one.total_cpu_ms:
+                ones.append(f"{litellm_ms / one.total_cpu_ms:.1f}{TIMES} with the flusher")
+            alone = " alone" if one.flusher_cpu_ms is not None else ""
+            ones.append(f"{litellm_ms / one.server_cpu_ms:.1f}{TIMES}{alone}")
+            line += f"; against the gateway at 1 worker ({one_key}): {', '.join(ones)}"
+        lines.append(line)
+    return lines
+
+
+def litellm_notes(run: Run, by_key: dict[str, Result]) -> list[str]:
+    """What the LiteLLM rows are, or why they are missing."""
+    if not any(r.scenario.target == "litellm" for r in run.results):
+        if run.litellm_skipped:
+            return ["", f"**No LiteLLM rows**: {run.litellm_skipped}."]
+        return []
+    lines = [
+        "",
+        f"LiteLLM rows: the LiteLLM proxy {run.litellm_version or '(version unknown)'} "
+        "(`bench/litellm-requirements.txt`, installed into `.venv/litellm`), `litellm --config` "
+        "with 1 worker (uvicorn, uvloop, httptools, as the gateway runs), no database (no "
+        "DATABASE_URL: it stores no spend log, key or budget), its master key as the only key "
+        "(it refuses to start without one; no database, so the key check is a comparison in "
+        "memory), no callbacks, message logging, spend and error logs off, log level WARNING "
+        "(no access log, as the gateway runs), its packaged model price map and other files "
+        "(it fetches nothing at start-up), a clean environment; model `openai/gpt-4o-mini` with "
+        "`api_base` = the mock's `/v1` and a fake key. Same load generator, request bodies and "
+        "N as B and E; its CPU is its process tree, measured as the gateway's, and its total "
+        "is that tree (it has no other process; the gateway's total includes writing every "
+        "trace to PostgreSQL). LiteLLM runs 1 worker, the gateway 2 in B and E; CPU per request "
+        "hardly depends on the worker count, and B1, E1 measure the gateway at 1 worker too "
+        "(after the others, beside LiteLLM). The ratio goals are judged on B and E.",
+    ]
+    if run.litellm_skipped:
+        lines += ["", f"**LiteLLM rows incomplete**: {run.litellm_skipped}."]
+    return lines
 
 
 def anthropic_goal(f: Result | None, e: Result | None) -> str:
@@ -1394,7 +1813,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small N: a smoke run")
     parser.add_argument(
-        "--only", default="A,B,C,D,E,F,G", help="scenarios, e.g. B,E (C = both C rows)"
+        "--only",
+        default="A,B,C,D,E,F,G,L",
+        help="scenarios, e.g. B,E (C = both C rows; L = LiteLLM: LB, LE, and the gateway at 1"
+        " worker: B1, E1)",
+    )
+    parser.add_argument(
+        "--no-litellm",
+        action="store_true",
+        help="skip the LiteLLM peer rows (group L), and so its install into .venv/litellm",
     )
     parser.add_argument(
         "--flush-in-workers",
@@ -1410,9 +1837,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     args.only = {part.strip().upper() for part in args.only.split(",") if part.strip()}
-    unknown = args.only - set("ABCDEFG")
+    unknown = args.only - set("ABCDEFG" + LITELLM_GROUP)
     if unknown or not args.only:
-        parser.error(f"--only takes letters A to G, not {','.join(sorted(unknown)) or 'nothing'}")
+        parser.error(
+            f"--only takes letters A to G and L, not {','.join(sorted(unknown)) or 'nothing'}"
+        )
+    if args.no_litellm:
+        args.only.discard(LITELLM_GROUP)
+        if not args.only:
+            parser.error("--no-litellm leaves no scenario to run")
     return args
 
 
