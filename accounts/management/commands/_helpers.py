@@ -5,7 +5,6 @@ import uuid
 from django.core.management.base import CommandError
 
 from accounts.models import ApiKey, Organization
-from aqta.errors import AqtaError
 
 
 def organization_lookup(value: str) -> Organization:
@@ -25,7 +24,3 @@ def api_key_lookup(value: str) -> ApiKey:
         return ApiKey.objects.select_related("organization").get(pk=uuid.UUID(value))
     except (ValueError, ApiKey.DoesNotExist):
         raise CommandError(f"No API key with id {value!r}.") from None
-
-
-def as_command_error(error: AqtaError) -> CommandError:
-    return CommandError(error.message)
