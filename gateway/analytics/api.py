@@ -24,7 +24,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 
-from accounts.api import OrganizationScopedApi, validated
+from accounts.api.base import OrganizationScopedApi, validated
 from aqta.errors import AqtaError, ErrorCode
 from aqta.openapi import ORGANIZATION_PARAMETER, error_responses
 from billing.models import Analytics, Tier
