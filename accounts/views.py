@@ -25,7 +25,7 @@ from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts import dashboard_services as org_services
-from accounts.api import SESSION_ORGANIZATION
+from accounts.api.base import SESSION_ORGANIZATION
 from accounts.dashboard_selectors import (
     DEFAULT_PERIOD,
     PERIODS,

@@ -7,7 +7,8 @@ production shape (PostgreSQL with a connection pool, Redis for cache, counters a
 the Celery broker). Secrets have no production defaults: outside the embedded mode a
 missing ``SECRET_KEY`` or ``AQTA_API_KEY_PEPPER`` stops start-up with a clear message.
 
-Every variable is listed, with its default, in the README's configuration table.
+Every variable is listed, with its default, in the README's configuration table. The
+readers (``env``, ``envbool``, ...) and the ``DATABASE_URL`` parser are in ``aqta.env``.
 """
 
 from __future__ import annotations
@@ -15,60 +16,13 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
-from urllib.parse import parse_qs, unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
+from aqta.env import database_from_url, env, envbool, envfloat, envint, envlist
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("AQTA_VAR_DIR", BASE_DIR / "var"))
-
-
-def env(name: str, default: str | None = None) -> str | None:
-    """Read ``NAME``, or the contents of the file named by ``NAME_FILE`` (Docker/K8s secrets)."""
-    if name in os.environ:
-        return os.environ[name]
-    path = os.environ.get(f"{name}_FILE")
-    if path:
-        return Path(path).read_text().strip()
-    return default
-
-
-def envbool(name: str, default: bool) -> bool:
-    value = env(name)
-    if value is None or value == "":
-        return default
-    if value.lower() in {"1", "true", "yes", "on"}:
-        return True
-    if value.lower() in {"0", "false", "no", "off"}:
-        return False
-    raise ImproperlyConfigured(f"{name} must be true or false, got {value!r}")
-
-
-def envint(name: str, default: int) -> int:
-    value = env(name)
-    if value is None or value == "":
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name} must be an integer, got {value!r}") from None
-
-
-def envfloat(name: str, default: float) -> float:
-    value = env(name)
-    if value is None or value == "":
-        return default
-    try:
-        return float(value)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name} must be a number, got {value!r}") from None
-
-
-def envlist(name: str, default: list[str]) -> list[str]:
-    value = env(name)
-    if value is None:
-        return default
-    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 DATABASE_URL = env("DATABASE_URL", "") or ""
@@ -190,36 +144,6 @@ TEMPLATES = [
         },
     },
 ]
-
-
-def database_from_url(url: str) -> dict:
-    """``postgres://user:pass@host:port/name?sslmode=require`` → Django DATABASES entry."""
-    parts = urlsplit(url)
-    if parts.scheme == "sqlite":
-        return {
-            "ENGINE": "django.db.backends.sqlite3",
-            "NAME": unquote(parts.path[1:]) or ":memory:",
-            "OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 20},
-        }
-    if parts.scheme not in {"postgres", "postgresql", "pgsql"}:
-        raise ImproperlyConfigured(f"DATABASE_URL scheme {parts.scheme!r} is not supported")
-    options: dict = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    # psycopg 3's pool keeps connections open across requests; CONN_MAX_AGE must stay 0.
-    options["pool"] = {
-        "min_size": envint("DB_POOL_MIN_SIZE", 1),
-        "max_size": envint("DB_POOL_MAX_SIZE", 10),
-        "timeout": envint("DB_POOL_TIMEOUT", 10),
-    }
-    return {
-        "ENGINE": "django.db.backends.postgresql",
-        "NAME": unquote(parts.path[1:]),
-        "USER": unquote(parts.username or ""),
-        "PASSWORD": unquote(parts.password or ""),
-        "HOST": parts.hostname or "",
-        "PORT": str(parts.port or ""),
-        "OPTIONS": options,
-        "CONN_MAX_AGE": 0,
-    }
 
 
 if DATABASE_URL:

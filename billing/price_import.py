@@ -1,8 +1,9 @@
 """Compare the price book with Pydantic's ``genai-prices`` database and apply the differences.
 
-``plan()`` reads the catalogue and the source and returns what differs; ``apply()`` writes
-the differences as new price periods through ``model_price_set``, one model per transaction,
-so history is never rewritten and one bad entry never blocks the others.
+``plan()`` reads the catalogue and the source (as ``billing.price_source`` maps it) and
+returns what differs; ``apply()`` writes the differences as new price periods through
+``model_price_set``, one model per transaction, so history is never rewritten and one bad
+entry never blocks the others.
 
 What is imported, per 1M tokens in USD: input, output, cached input (cache reads), cache
 writes (the default, shortest-lived write), the long-context tier (one threshold above which
@@ -14,29 +15,26 @@ those are left as they are.
 from __future__ import annotations
 
 import fnmatch
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time
+from datetime import date, datetime
 from decimal import Decimal
 
-import genai_prices
-from django.core.management.base import CommandError
 from django.db import transaction
-from genai_prices import UpdatePrices
 from genai_prices import types as gp
 
 from aqta.errors import AqtaError
 from billing.models import PRICE_FIELDS, LanguageModel, ModelPrice, Provider
+from billing.price_source import (
+    Prices,
+    Unmappable,
+    find_source_provider,
+    is_new_model_candidate,
+    midnight,
+    source_schedule,
+)
 from billing.services import model_price_set
 
-# Our provider → the genai-prices provider id. Self-hosted models have no list price.
-SOURCE_PROVIDERS: dict[str, str] = {
-    Provider.OPENAI: "openai",
-    Provider.ANTHROPIC: "anthropic",
-    Provider.GOOGLE: "google",
-    Provider.PERPLEXITY: "perplexity",
-}
 FIELD_LABELS = {
     "input_usd_per_mtok": "input",
     "output_usd_per_mtok": "output",
@@ -51,31 +49,11 @@ FIELD_LABELS = {
     "context_window": "context window",
 }
 FEE_FIELDS = ("request_fee_low_usd", "request_fee_medium_usd", "request_fee_high_usd")
-# Price keys of genai-prices that map onto our fields; the rest (audio, image, tool calls,
-# one-hour cache writes) are rates Aqta does not bill.
-TOKEN_KEYS = {
-    "input_mtok": "input_usd_per_mtok",
-    "output_mtok": "output_usd_per_mtok",
-    "cache_read_mtok": "cached_input_usd_per_mtok",
-    "cache_write_mtok": "cache_write_usd_per_mtok",
-}
 # A model added by the import is cost-effective (callable by tiers limited to cost-effective
 # models, once an operator activates it) only if both list rates are at or below these: the
 # rates of the seeded cost-effective class.
 COST_EFFECTIVE_MAX_INPUT = Decimal("1.00")
 COST_EFFECTIVE_MAX_OUTPUT = Decimal("2.00")
-# New-model candidates: plain API ids that answer in text, priced per token.
-_PLAIN_ID = re.compile(r"^[a-z0-9][a-z0-9.\-]*$")
-_NON_TEXT_OUTPUT = ("output_audio", "output_image", "output_video")
-_NON_TOKEN_KEYS = ("_mchars", "_hours", "_gpixels", "_kpages")
-PRICE_QUANTUM = Decimal("0.000001")
-THOUSAND = Decimal(1_000)
-
-Prices = dict[str, Decimal | int | None]
-
-
-class Unmappable(ValueError):
-    """A source entry whose prices the price book cannot represent."""
 
 
 @dataclass
@@ -152,130 +130,6 @@ class Outcome:
     failed: list[Skipped] = field(default_factory=list)
 
 
-# --- reading the source -------------------------------------------------------------------
-
-
-def bundled_providers() -> list[gp.Provider]:
-    """The data shipped inside the installed genai-prices package (no network)."""
-    from genai_prices.data import providers
-
-    return providers
-
-
-def load_providers(
-    *, url: str | None = None, latest: bool = False
-) -> tuple[list[gp.Provider], str]:
-    """The price data and a description of where it came from.
-
-    Bundled by default; ``latest`` or ``url`` fetch genai-prices' JSON through its own client
-    (``UpdatePrices.fetch``). Raises ``CommandError`` (exit status 2) when that fails."""
-    version = genai_prices.__version__
-    if not (url or latest):
-        return bundled_providers(), f"genai-prices {version}, bundled"
-    updater = UpdatePrices(url=url) if url else UpdatePrices()
-    try:
-        snapshot = updater.fetch()
-    except Exception as error:  # network, HTTP status or format: one clear message
-        raise CommandError(
-            f"Could not read price data from {updater.url}: {type(error).__name__}: {error}",
-            returncode=2,
-        ) from None
-    if snapshot is None or not snapshot.providers:
-        raise CommandError(f"No price data at {updater.url}.", returncode=2)
-    return snapshot.providers, f"genai-prices data from {updater.url}"
-
-
-def _decimal(value: Decimal | gp.TieredPrices | None) -> Decimal | None:
-    if value is None:
-        return None
-    if isinstance(value, gp.TieredPrices):
-        value = value.base
-    return _quantized(Decimal(value))
-
-
-def _quantized(value: Decimal) -> Decimal:
-    """To the price book's precision (6 places), so that what is stored compares equal."""
-    if not value.is_finite() or value < 0:
-        raise Unmappable(f"invalid price {value}")
-    return value.quantize(PRICE_QUANTUM)
-
-
-def source_prices(price: gp.ModelPrice) -> tuple[Prices, list[str]]:
-    """Our price fields from one genai-prices price set, and notes on what was left out.
-
-    Raises ``Unmappable`` when the price set has no input/output token rates or a tier
-    structure the price book has no fields for."""
-    values = {key: getattr(price, key, None) for key in (*TOKEN_KEYS, "requests_kcount")}
-    if values["input_mtok"] is None or values["output_mtok"] is None:
-        raise Unmappable("no input and output token prices")
-    prices: Prices = {name: None for name in PRICE_FIELDS}
-    notes: list[str] = []
-    for key, name in TOKEN_KEYS.items():
-        prices[name] = _decimal(values[key])
-    threshold: int | None = None
-    for key in ("input_mtok", "output_mtok"):
-        value = values[key]
-        if not isinstance(value, gp.TieredPrices) or not value.tiers:
-            continue
-        if len(value.tiers) > 1:
-            raise Unmappable(f"{len(value.tiers)} price tiers for {key} (one is supported)")
-        tier = value.tiers[0]
-        if threshold is not None and tier.start != threshold:
-            raise Unmappable("input and output tiers start at different prompt sizes")
-        threshold = tier.start
-        long_field = (
-            "long_input_usd_per_mtok" if key == "input_mtok" else "long_output_usd_per_mtok"
-        )
-        prices[long_field] = _quantized(Decimal(tier.price))
-    prices["long_context_threshold_tokens"] = threshold
-    for key in ("cache_read_mtok", "cache_write_mtok"):
-        if isinstance(values[key], gp.TieredPrices) and values[key].tiers:
-            # The price book has one rate for cached tokens at any prompt size.
-            notes.append("long-context cache rates not modelled (base rate used)")
-            break
-    fee = values["requests_kcount"]
-    if fee is not None:
-        per_request = fee.base if isinstance(fee, gp.TieredPrices) else fee
-        prices["request_fee_low_usd"] = _quantized(Decimal(per_request) / THOUSAND)
-    return prices, notes
-
-
-def _constraint_start(price: gp.ConditionalPrice) -> date | None:
-    constraint = price.constraint
-    if constraint is None:
-        return None
-    if isinstance(constraint, gp.StartDateConstraint):
-        return constraint.start_date
-    raise Unmappable("time-of-day prices are not supported")
-
-
-def _midnight(day: date) -> datetime:
-    return datetime.combine(day, time(), tzinfo=UTC)
-
-
-def source_schedule(
-    model: gp.ModelInfo, now: datetime
-) -> tuple[date | None, Prices, list[tuple[date, Prices]], list[str]]:
-    """The price valid ``now`` (with the date it started, if the source has one) and the
-    changes the source has scheduled after today, each as our price fields."""
-    starts: list[date] = []
-    if isinstance(model.prices, list):
-        starts = sorted({d for p in model.prices if (d := _constraint_start(p)) is not None})
-    current, notes = source_prices(model.get_prices(now))
-    since = max((d for d in starts if _midnight(d) <= now), default=None)
-    upcoming: list[tuple[date, Prices]] = []
-    previous = current
-    for day in starts:
-        if _midnight(day) <= now:
-            continue
-        prices, more = source_prices(model.get_prices(_midnight(day)))
-        notes += [note for note in more if note not in notes]
-        if prices != previous:
-            upcoming.append((day, prices))
-            previous = prices
-    return since, current, upcoming, notes
-
-
 # --- comparing -----------------------------------------------------------------------------
 
 
@@ -339,43 +193,24 @@ def _periods_for(
     later = {r.valid_from: r for r in rows if r.valid_from > now}
     for day, prices in upcoming:
         _merge_fees(prices, _recorded(at_now), [])
-        row = later.get(_midnight(day))
+        row = later.get(midnight(day))
         if row is not None and not _field_changes(_recorded(row), prices):
             previous = prices
             continue
         periods.append(
             PeriodChange(
-                _midnight(day), prices, _field_changes(_recorded(row) if row else previous, prices)
+                midnight(day), prices, _field_changes(_recorded(row) if row else previous, prices)
             )
         )
         previous = prices
-    scheduled = {_midnight(day) for day, _ in upcoming}
+    scheduled = {midnight(day) for day, _ in upcoming}
     for starts in sorted(set(later) - scheduled):
         notes.append(f"price period from {starts:%Y-%m-%d} is not in the source (kept)")
     return periods
 
 
-def _source_provider(providers: Sequence[gp.Provider], provider_id: str) -> gp.Provider | None:
-    return next((p for p in providers if p.id == provider_id), None)
-
-
 def _matches(value: str, patterns: Sequence[str]) -> bool:
     return not patterns or any(fnmatch.fnmatchcase(value, p) for p in patterns)
-
-
-def is_new_model_candidate(model: gp.ModelInfo, now: datetime) -> bool:
-    """A model the import may offer to add: a plain API id, not deprecated, answering in text
-    and priced per input and output token."""
-    if model.deprecated or not _PLAIN_ID.match(model.id):
-        return False
-    try:
-        price = model.get_prices(now)
-    except Exception:  # a malformed entry is reported by plan(), never a candidate
-        return False
-    keys = {k for k, v in price.__dict__.items() if v is not None and not k.startswith("_")}
-    if not {"input_mtok", "output_mtok"} <= keys:
-        return False
-    return not any(k.startswith(_NON_TEXT_OUTPUT) or k.endswith(_NON_TOKEN_KEYS) for k in keys)
 
 
 def is_cost_effective(prices: Prices) -> bool:
@@ -403,10 +238,7 @@ def plan(
     for model in catalogue:
         if not _matches(model.model_id, model_patterns):
             continue
-        source_provider_id = SOURCE_PROVIDERS.get(model.provider)
-        source_provider = (
-            _source_provider(providers, source_provider_id) if source_provider_id else None
-        )
+        source_provider = find_source_provider(providers, model.provider)
         if source_provider is None:
             result.not_in_source.append(
                 Skipped(model.provider, model.model_id, "no list prices for this provider")
@@ -434,10 +266,7 @@ def plan(
         if not diff.changed:
             result.unchanged += 1
     for provider in sorted(wanted):
-        source_provider_id = SOURCE_PROVIDERS.get(provider)
-        source_provider = (
-            _source_provider(providers, source_provider_id) if source_provider_id else None
-        )
+        source_provider = find_source_provider(providers, provider)
         if source_provider is None:
             continue
         known = mapped.get(source_provider.id, set()) | set(
@@ -461,7 +290,7 @@ def plan(
                 result.unmappable.append(Skipped(provider, source.id, _reason(error)))
                 continue
             periods = [PeriodChange(None, current, _field_changes(_recorded(None), current))]
-            periods += [PeriodChange(_midnight(day), prices, []) for day, prices in upcoming]
+            periods += [PeriodChange(midnight(day), prices, []) for day, prices in upcoming]
             result.new_models.append(
                 NewModel(
                     provider=provider,

@@ -14,110 +14,41 @@ Usage::
         #           settings={"server_url": idp.server_url})
 
 The authorize endpoint has no login form: it "logs in" the selected user and redirects
-straight back to the client (auto-consent).
+straight back to the client (auto-consent). The protocol's data and computations are in
+``tests.oidc_protocol``, the HTTP request handler in ``tests.oidc_http``.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import hmac
-import json
 import secrets
 import threading
 import time
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Self
-from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit
+from urllib.parse import unquote_plus, urlencode, urlsplit
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
+from tests.oidc_http import handler_for
+from tests.oidc_protocol import (
+    CODE_LIFETIME_SECONDS,
+    ID_TOKEN_LIFETIME_SECONDS,
+    TOKEN_LIFETIME_SECONDS,
+    AccessToken,
+    AuthCode,
+    OAuthError,
+    OIDCUser,
+    consteq,
+    jwk_thumbprint,
+    s256,
+)
+
 __all__ = ["OIDCProvider", "OIDCUser"]
-
-CODE_LIFETIME_SECONDS = 60
-TOKEN_LIFETIME_SECONDS = 3600
-ID_TOKEN_LIFETIME_SECONDS = 300
-
-
-@dataclass
-class OIDCUser:
-    """An account known to the identity provider."""
-
-    sub: str
-    email: str
-    name: str = ""
-    email_verified: bool = True
-
-    def claims(self) -> dict[str, Any]:
-        """Standard profile/email claims, shared by the id_token and userinfo."""
-        given, _, family = self.name.partition(" ")
-        return {
-            "sub": self.sub,
-            "email": self.email,
-            "email_verified": self.email_verified,
-            "name": self.name,
-            "given_name": given,
-            "family_name": family,
-        }
-
-
-@dataclass
-class _AuthCode:
-    client_id: str
-    redirect_uri: str
-    sub: str
-    scope: str
-    nonce: str | None
-    code_challenge: str | None
-    expires_at: float
-    auth_time: int
-    # Access tokens minted from this code; revoked if the code is replayed (RFC 6749 4.1.2).
-    access_tokens: list[str] = field(default_factory=list)
-
-
-@dataclass
-class _AccessToken:
-    sub: str
-    scope: str
-    expires_at: float
-
-
-class _OAuthError(Exception):
-    """An RFC 6749 error response (``{"error": ..., "error_description": ...}``)."""
-
-    def __init__(
-        self,
-        error: str,
-        description: str = "",
-        status: int = 400,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(error)
-        self.error = error
-        self.description = description
-        self.status = status
-        self.headers = headers or {}
-
-    def body(self) -> dict[str, str]:
-        body = {"error": self.error}
-        if self.description:
-            body["error_description"] = self.description
-        return body
-
-
-def _s256(verifier: str) -> str:
-    """PKCE S256 transform (RFC 7636 4.2): BASE64URL(SHA256(ASCII(verifier))) without padding."""
-    digest = hashlib.sha256(verifier.encode("ascii")).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
-
-
-def _consteq(a: str, b: str) -> bool:
-    return hmac.compare_digest(a.encode("utf-8"), b.encode("utf-8"))
 
 
 class OIDCProvider:
@@ -144,15 +75,15 @@ class OIDCProvider:
         self._users: dict[str, OIDCUser] = {}
         self._next_sub: str | None = None
         self._deny_next = False
-        self._codes: dict[str, _AuthCode] = {}
-        self._used_codes: dict[str, _AuthCode] = {}
-        self._access_tokens: dict[str, _AccessToken] = {}
+        self._codes: dict[str, AuthCode] = {}
+        self._used_codes: dict[str, AuthCode] = {}
+        self._access_tokens: dict[str, AccessToken] = {}
 
         self._private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         public_jwk: dict[str, Any] = RSAAlgorithm.to_jwk(
             self._private_key.public_key(), as_dict=True
         )
-        self.kid = self._jwk_thumbprint(public_jwk)
+        self.kid = jwk_thumbprint(public_jwk)
         self._public_jwk = {**public_jwk, "kid": self.kid, "alg": "RS256", "use": "sig"}
 
         self._server: ThreadingHTTPServer | None = None
@@ -164,7 +95,7 @@ class OIDCProvider:
         """Bind to an ephemeral port on 127.0.0.1 and serve in a daemon thread."""
         if self._server is not None:
             raise RuntimeError("OIDCProvider already started")
-        server = ThreadingHTTPServer(("127.0.0.1", 0), self._make_handler())
+        server = ThreadingHTTPServer(("127.0.0.1", 0), handler_for(self))
         server.daemon_threads = True
         self._server = server
         self._thread = threading.Thread(
@@ -283,33 +214,33 @@ class OIDCProvider:
             ],
         }
 
-    def _authorize(self, params: dict[str, str]) -> str:
+    def authorize(self, params: dict[str, str]) -> str:
         """Validate an authorization request and return the redirect Location."""
         client_id = params.get("client_id", "")
         redirect_uri = params.get("redirect_uri", "")
         if not client_id:
-            raise _OAuthError("invalid_request", "client_id is required")
-        if not _consteq(client_id, self.client_id):
-            raise _OAuthError("unauthorized_client", "unknown client_id")
+            raise OAuthError("invalid_request", "client_id is required")
+        if not consteq(client_id, self.client_id):
+            raise OAuthError("unauthorized_client", "unknown client_id")
         if not redirect_uri:
-            raise _OAuthError("invalid_request", "redirect_uri is required")
+            raise OAuthError("invalid_request", "redirect_uri is required")
         parts = urlsplit(redirect_uri)
         if parts.scheme not in ("http", "https") or not parts.netloc or parts.fragment:
-            raise _OAuthError("invalid_request", "redirect_uri must be an absolute URL")
+            raise OAuthError("invalid_request", "redirect_uri must be an absolute URL")
         if params.get("response_type") != "code":
-            raise _OAuthError("unsupported_response_type", "only response_type=code is supported")
+            raise OAuthError("unsupported_response_type", "only response_type=code is supported")
         scope = params.get("scope", "")
         if "openid" not in scope.split():
-            raise _OAuthError("invalid_scope", "scope must include openid")
+            raise OAuthError("invalid_scope", "scope must include openid")
 
         challenge = params.get("code_challenge")
         method = params.get("code_challenge_method", "plain" if challenge else None)
         if challenge is not None and method != "S256":
-            raise _OAuthError("invalid_request", "only code_challenge_method=S256 is supported")
+            raise OAuthError("invalid_request", "only code_challenge_method=S256 is supported")
         if method is not None and not challenge:
-            raise _OAuthError("invalid_request", "code_challenge_method without code_challenge")
+            raise OAuthError("invalid_request", "code_challenge_method without code_challenge")
         if self.require_pkce and not challenge:
-            raise _OAuthError("invalid_request", "PKCE code_challenge is required")
+            raise OAuthError("invalid_request", "PKCE code_challenge is required")
 
         state = params.get("state")
         with self._lock:
@@ -322,7 +253,7 @@ class OIDCProvider:
                 return self._redirect_with(redirect_uri, {"error": "login_required"}, state)
             code = secrets.token_urlsafe(32)
             now = time.time()
-            self._codes[code] = _AuthCode(
+            self._codes[code] = AuthCode(
                 client_id=client_id,
                 redirect_uri=redirect_uri,
                 sub=sub,
@@ -350,38 +281,36 @@ class OIDCProvider:
         basic_challenge = {"WWW-Authenticate": 'Basic realm="oidc-provider"'}
         if authorization and authorization.lower().startswith("basic "):
             if "client_secret" in form:
-                raise _OAuthError("invalid_request", "multiple client authentication methods")
+                raise OAuthError("invalid_request", "multiple client authentication methods")
             try:
                 decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode()
                 raw_id, _, raw_secret = decoded.partition(":")
             except (binascii.Error, UnicodeDecodeError) as e:
-                raise _OAuthError("invalid_client", "malformed Basic header", 401) from e
+                raise OAuthError("invalid_client", "malformed Basic header", 401) from e
             for cid, secret in (
                 (raw_id, raw_secret),
                 (unquote_plus(raw_id), unquote_plus(raw_secret)),
             ):
-                if _consteq(cid, self.client_id) and _consteq(secret, self.client_secret):
+                if consteq(cid, self.client_id) and consteq(secret, self.client_secret):
                     if form.get("client_id", cid) != cid:
-                        raise _OAuthError("invalid_request", "client_id mismatch")
+                        raise OAuthError("invalid_request", "client_id mismatch")
                     return "client_secret_basic"
-            raise _OAuthError(
-                "invalid_client", "client authentication failed", 401, basic_challenge
-            )
+            raise OAuthError("invalid_client", "client authentication failed", 401, basic_challenge)
         cid = form.get("client_id")
         secret = form.get("client_secret")
         if cid is None or secret is None:
-            raise _OAuthError("invalid_client", "client authentication required", 401)
-        if _consteq(cid, self.client_id) and _consteq(secret, self.client_secret):
+            raise OAuthError("invalid_client", "client authentication required", 401)
+        if consteq(cid, self.client_id) and consteq(secret, self.client_secret):
             return "client_secret_post"
-        raise _OAuthError("invalid_client", "client authentication failed", 401)
+        raise OAuthError("invalid_client", "client authentication failed", 401)
 
-    def _token(self, authorization: str | None, form: dict[str, str]) -> dict[str, Any]:
+    def token(self, authorization: str | None, form: dict[str, str]) -> dict[str, Any]:
         auth_method = self._authenticate_client(authorization, form)
         if form.get("grant_type") != "authorization_code":
-            raise _OAuthError("unsupported_grant_type", "only authorization_code is supported")
+            raise OAuthError("unsupported_grant_type", "only authorization_code is supported")
         code_value = form.get("code")
         if not code_value:
-            raise _OAuthError("invalid_request", "code is required")
+            raise OAuthError("invalid_request", "code is required")
         verifier = form.get("code_verifier")
 
         with self._lock:
@@ -391,27 +320,27 @@ class OIDCProvider:
                 if replayed is not None:
                     for token in replayed.access_tokens:
                         self._access_tokens.pop(token, None)
-                    raise _OAuthError("invalid_grant", "authorization code already used")
-                raise _OAuthError("invalid_grant", "unknown authorization code")
+                    raise OAuthError("invalid_grant", "authorization code already used")
+                raise OAuthError("invalid_grant", "unknown authorization code")
             self._used_codes[code_value] = code
             if time.time() > code.expires_at:
-                raise _OAuthError("invalid_grant", "authorization code expired")
+                raise OAuthError("invalid_grant", "authorization code expired")
             if code.client_id != self.client_id:
-                raise _OAuthError("invalid_grant", "code was issued to another client")
+                raise OAuthError("invalid_grant", "code was issued to another client")
             if form.get("redirect_uri") != code.redirect_uri:
-                raise _OAuthError("invalid_grant", "redirect_uri does not match")
+                raise OAuthError("invalid_grant", "redirect_uri does not match")
             if code.code_challenge is not None:
                 if not verifier:
-                    raise _OAuthError("invalid_grant", "code_verifier is required")
-                if not _consteq(_s256(verifier), code.code_challenge):
-                    raise _OAuthError("invalid_grant", "PKCE verification failed")
+                    raise OAuthError("invalid_grant", "code_verifier is required")
+                if not consteq(s256(verifier), code.code_challenge):
+                    raise OAuthError("invalid_grant", "PKCE verification failed")
             elif verifier:
                 # Defends against PKCE downgrade (RFC 9700 2.1.1).
-                raise _OAuthError("invalid_grant", "code_verifier sent but no code_challenge")
+                raise OAuthError("invalid_grant", "code_verifier sent but no code_challenge")
             user = self._users[code.sub]
             access_token = secrets.token_urlsafe(32)
             now = int(time.time())
-            self._access_tokens[access_token] = _AccessToken(
+            self._access_tokens[access_token] = AccessToken(
                 sub=user.sub, scope=code.scope, expires_at=now + TOKEN_LIFETIME_SECONDS
             )
             code.access_tokens.append(access_token)
@@ -439,96 +368,14 @@ class OIDCProvider:
             "scope": code.scope,
         }
 
-    def _userinfo(self, authorization: str | None) -> dict[str, Any]:
+    def userinfo(self, authorization: str | None) -> dict[str, Any]:
         challenge = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
         if not authorization or not authorization.lower().startswith("bearer "):
-            raise _OAuthError(
+            raise OAuthError(
                 "invalid_token", "Bearer token required", 401, {"WWW-Authenticate": "Bearer"}
             )
         with self._lock:
             token = self._access_tokens.get(authorization[7:].strip())
             if token is None or time.time() > token.expires_at:
-                raise _OAuthError(
-                    "invalid_token", "unknown or expired access token", 401, challenge
-                )
+                raise OAuthError("invalid_token", "unknown or expired access token", 401, challenge)
             return self._users[token.sub].claims()
-
-    @staticmethod
-    def _jwk_thumbprint(jwk: dict[str, Any]) -> str:
-        """RFC 7638 thumbprint, a stable and conventional ``kid``."""
-        canonical = json.dumps(
-            {"e": jwk["e"], "kty": jwk["kty"], "n": jwk["n"]}, separators=(",", ":"), sort_keys=True
-        )
-        digest = hashlib.sha256(canonical.encode("utf-8")).digest()
-        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
-
-    # -- HTTP plumbing ---------------------------------------------------------------------
-
-    def _make_handler(self) -> type[BaseHTTPRequestHandler]:
-        provider = self
-
-        class Handler(BaseHTTPRequestHandler):
-            server_version = "TestOIDCProvider/1.0"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                """Silence per-request stderr logging during tests."""
-
-            def do_GET(self) -> None:
-                self._dispatch("GET")
-
-            def do_POST(self) -> None:
-                self._dispatch("POST")
-
-            def _dispatch(self, method: str) -> None:
-                parts = urlsplit(self.path)
-                path = parts.path
-                provider.requests_seen.append((method, path))
-                query = dict(parse_qsl(parts.query, keep_blank_values=True))
-                try:
-                    if path == "/.well-known/openid-configuration" and method == "GET":
-                        self._send_json(200, provider.discovery_document())
-                    elif path == "/jwks" and method == "GET":
-                        self._send_json(200, provider.jwks)
-                    elif path == "/authorize":
-                        params = query if method == "GET" else self._read_form()
-                        self._send_redirect(provider._authorize(params))
-                    elif path == "/token" and method == "POST":
-                        auth = self.headers.get("Authorization")
-                        body = provider._token(auth, self._read_form())
-                        self._send_json(200, body, {"Cache-Control": "no-store"})
-                    elif path == "/userinfo":
-                        auth = self.headers.get("Authorization")
-                        self._send_json(200, provider._userinfo(auth))
-                    else:
-                        self._send_json(404, {"error": "not_found"})
-                except _OAuthError as e:
-                    headers = {"Cache-Control": "no-store", **e.headers}
-                    self._send_json(e.status, e.body(), headers)
-
-            def _read_form(self) -> dict[str, str]:
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length).decode("utf-8") if length else ""
-                ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip()
-                if raw and ctype != "application/x-www-form-urlencoded":
-                    raise _OAuthError("invalid_request", "expected a form-encoded body")
-                return dict(parse_qsl(raw, keep_blank_values=True))
-
-            def _send_json(
-                self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
-            ) -> None:
-                payload = json.dumps(body).encode("utf-8")
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                for name, value in (headers or {}).items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def _send_redirect(self, location: str) -> None:
-                self.send_response(302)
-                self.send_header("Location", location)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-        return Handler

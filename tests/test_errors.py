@@ -97,7 +97,7 @@ def redis_outage_in_key_listing(monkeypatch):
     def unavailable(**kwargs):
         raise redis.exceptions.ConnectionError("Error 111 connecting to 127.0.0.1:6379.")
 
-    monkeypatch.setattr("accounts.api.api_key_list", unavailable)
+    monkeypatch.setattr("accounts.api.keys.api_key_list", unavailable)
     monkeypatch.setattr("accounts.views.api_key_list", unavailable)
 
 

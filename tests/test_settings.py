@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from aqta.settings import database_from_url
+from aqta.env import database_from_url
 
 ROOT = Path(__file__).resolve().parent.parent
 FERNET_KEY = "dGVzdC1rZXktdGVzdC1rZXktdGVzdC1rZXktMzJieXQ="

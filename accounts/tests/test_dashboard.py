@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts import views
-from accounts.api import SESSION_ORGANIZATION
+from accounts.api.base import SESSION_ORGANIZATION
 from accounts.models import ApiKey, Membership, Organization, Role
 from accounts.services import api_key_create, organization_create
 from accounts.tests.factories import UserFactory

@@ -18,7 +18,7 @@ from django.core.management.base import CommandError
 from genai_prices import types as gp
 from genai_prices.data import providers as bundled
 
-from billing import price_import
+from billing import price_import, price_source
 from billing.models import LanguageModel, ModelPrice, Tier
 from billing.pricing import Usage
 from billing.selectors import model_price_at, models_for_tier
@@ -66,7 +66,7 @@ GPT_4O_MINI = _model(
 def source(monkeypatch) -> list[gp.Provider]:
     """Crafted price data the command reads instead of the bundled one; tests edit it."""
     data = [_provider("openai", GPT_4O, GPT_4O_MINI)]
-    monkeypatch.setattr(price_import, "bundled_providers", lambda: data)
+    monkeypatch.setattr(price_source, "bundled_providers", lambda: data)
     return data
 
 

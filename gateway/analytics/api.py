@@ -1,286 +1,53 @@
 """/api/analytics/*: requests and costs of the caller's organisation, JSON or CSV.
 
 Thin views over ``gateway.analytics``; aggregates come from the rollups. Starter tier and
-above: a tier without analytics gets 403 ``tier_feature_unavailable``.
+above: a tier without analytics gets 403 ``tier_feature_unavailable``. Query parameters and
+response shapes are in ``gateway.analytics.serializers``, the CSV renderer in
+``gateway.analytics.renderers``.
 """
 
 from __future__ import annotations
 
-import base64
-import csv
-import io
-import uuid
-from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from datetime import date, datetime, timedelta
 
-from django.utils import timezone
-from django.utils.dateparse import parse_date, parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiExample,
     OpenApiParameter,
     OpenApiResponse,
     extend_schema,
-    extend_schema_field,
     extend_schema_serializer,
 )
 from rest_framework import serializers
-from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 
-from accounts.api import OrganizationScopedApi, validated
+from accounts.api.base import OrganizationScopedApi, validated
 from aqta.errors import AqtaError, ErrorCode
 from aqta.openapi import ORGANIZATION_PARAMETER, error_responses
 from billing.models import Analytics, Tier
 from gateway import openapi as _openapi  # noqa: F401  (registers the auth schemes)
 from gateway.analytics import rollups, selectors
+from gateway.analytics.renderers import CsvRenderer, csv_response
+from gateway.analytics.serializers import (
+    CostRowOutput,
+    CursorField,
+    GroupOutput,
+    MonthOutput,
+    RangeQuery,
+    StatsOutput,
+    TraceOutput,
+    choice,
+)
 from gateway.models import Trace, TraceStatus
 
-MAX_RANGE = timedelta(days=400)
-MAX_HOURLY_RANGE = timedelta(days=31)
-DEFAULT_REQUESTS_RANGE = timedelta(days=7)
 DEFAULT_PAGE = 50
 MAX_PAGE = 500
 FORMATS = ("json", "csv")
 JSON = "application/json"
 
-
-# --- CSV ------------------------------------------------------------------------------------
-
-
-def _cell(value: Any) -> Any:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    # A cell starting like a formula would run as one in a spreadsheet.
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
-
-
-class CsvRenderer(BaseRenderer):
-    """Renders ``{"header": [...], "rows": [[...], ...]}`` as CSV with a header row."""
-
-    media_type = "text/csv"
-    format = "csv"
-    charset = "utf-8"
-
-    def render(self, data, accepted_media_type=None, renderer_context=None) -> bytes:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\r\n")
-        writer.writerow(data["header"])
-        writer.writerows([_cell(value) for value in row] for row in data["rows"])
-        return buffer.getvalue().encode()
-
-
-def csv_response(rows: list[dict], header: list[str], filename: str, **headers: str) -> Response:
-    table = {"header": header, "rows": [[row.get(name) for name in header] for row in rows]}
-    disposition = f'attachment; filename="{filename}"'
-    return Response(table, headers={"Content-Disposition": disposition, **headers})
-
-
-# --- Query fields ---------------------------------------------------------------------------
-
-
-@extend_schema_field(
-    {
-        "type": "string",
-        "description": "ISO 8601 date (a whole UTC day) or date-time (UTC if no offset).",
-        "example": "2025-03-01",
-    }
-)
-class InstantField(serializers.Field):
-    """A date or date-time; a date is its UTC midnight, or the next one for an end."""
-
-    default_error_messages = {
-        "invalid": "Use an ISO 8601 date (2025-03-01) or date-time (2025-03-01T12:00:00Z).",
-        "out_of_range": "Use an instant between 1970-01-01 and 9998-12-31.",
-    }
-    # Traces are never older, and arithmetic on the range (a default start 7 days back,
-    # the next hour or day) must never leave what datetime can represent.
-    EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
-    LATEST = datetime(9999, 1, 1, tzinfo=UTC)
-
-    def __init__(self, *, end: bool = False, **kwargs) -> None:
-        self.end = end
-        super().__init__(**kwargs)
-
-    def to_internal_value(self, data) -> datetime:
-        text = str(data).strip()
-        # An unencoded "+" of a UTC offset reaches the query string as a space.
-        text = text.replace(" ", "+") if "T" in text else text
-        try:
-            day = parse_date(text)
-            moment = None if day else parse_datetime(text)
-        except ValueError:
-            self.fail("invalid")
-        if day is None and moment is None:
-            self.fail("invalid")
-        try:
-            value = rollups.instant(day, end=self.end) if day else rollups.instant(moment)
-        except OverflowError:  # the day after 9999-12-31, or an offset past either end
-            self.fail("out_of_range")
-        if not self.EARLIEST <= value <= self.LATEST:
-            self.fail("out_of_range")
-        return value
-
-    def to_representation(self, value: datetime) -> str:
-        return value.isoformat()
-
-
-@extend_schema_field(
-    {"type": "string", "description": "The `next` link's cursor, from the previous page."}
-)
-class CursorField(serializers.Field):
-    default_error_messages = {"invalid": "cursor is not valid; follow the previous page's next."}
-
-    @staticmethod
-    def encode(trace: Trace) -> str:
-        raw = f"{trace.created_at.isoformat()}|{trace.pk}".encode()
-        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-    def to_internal_value(self, data) -> tuple[datetime, uuid.UUID]:
-        try:
-            text = str(data)
-            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
-            created, trace_id = raw.split("|")
-            moment = datetime.fromisoformat(created)
-            if moment.tzinfo is None:
-                raise ValueError(raw)
-            return moment, uuid.UUID(trace_id)
-        except ValueError:
-            self.fail("invalid")
-
-    def to_representation(self, value) -> str:
-        return str(value)
-
-
-def _choice(choices: list[str], **kwargs) -> serializers.ChoiceField:
-    listed = ", ".join(choices)
-    message = f'"{{input}}" is not one of: {listed}.'
-    return serializers.ChoiceField(
-        choices=choices, error_messages={"invalid_choice": message}, **kwargs
-    )
-
-
-class RangeQuery(serializers.Serializer):
-    start = InstantField(required=False, help_text="Start (inclusive).")
-    end = InstantField(
-        end=True, required=False, help_text="End: a date-time is exclusive, a date inclusive."
-    )
-
-    default_range = DEFAULT_REQUESTS_RANGE
-
-    def default_start(self, end: datetime) -> datetime:
-        return end - self.default_range
-
-    def validate(self, attrs: dict) -> dict:
-        attrs["end"] = end = attrs.get("end") or timezone.now()
-        attrs["start"] = start = attrs.get("start") or self.default_start(end)
-        if start >= end:
-            raise serializers.ValidationError({"start": "start must be before end."})
-        if end - start > MAX_RANGE:
-            raise serializers.ValidationError(
-                {"start": f"start to end spans more than {MAX_RANGE.days} days."}
-            )
-        if attrs.get("group_by") == "hour" and end - start > MAX_HOURLY_RANGE:
-            raise serializers.ValidationError(
-                {
-                    "group_by": f"group_by=hour covers at most {MAX_HOURLY_RANGE.days} days; "
-                    "use day for longer ranges."
-                }
-            )
-        return attrs
-
-
-# --- Output shapes --------------------------------------------------------------------------
-
-
-@extend_schema_serializer(component_name="UsageStats")
-class StatsOutput(serializers.Serializer):
-    requests = serializers.IntegerField()
-    errors = serializers.IntegerField(help_text="HTTP status ≥ 400, blocked or suppressed.")
-    blocked = serializers.IntegerField(help_text="Refused by a policy (blocked or suppressed).")
-    error_rate = serializers.FloatField(help_text="errors / requests (0 to 1).")
-    prompt_tokens = serializers.IntegerField()
-    completion_tokens = serializers.IntegerField()
-    tokens = serializers.IntegerField()
-    cost_eur = serializers.DecimalField(max_digits=18, decimal_places=8)
-    p50_ms = serializers.IntegerField(
-        allow_null=True, help_text="Median latency, estimated within its histogram bucket."
-    )
-    p95_ms = serializers.IntegerField(allow_null=True)
-
-
-class KeyLabelOutput(serializers.Serializer):
-    key = serializers.CharField(help_text="ISO hour or day, model id, API key id or provider.")
-    label = serializers.CharField()
-
-
-@extend_schema_serializer(component_name="UsageGroup")
-class GroupOutput(KeyLabelOutput, StatsOutput):
-    pass
-
-
-@extend_schema_serializer(component_name="Trace")
-class TraceOutput(serializers.ModelSerializer):
-    id = serializers.CharField(source="public_id", help_text="tr_ + 32 hex digits.")
-    api_key = serializers.UUIDField(source="api_key_id", allow_null=True)
-
-    class Meta:
-        model = Trace
-        fields = [
-            "id",
-            "created_at",
-            "api_key",
-            "model",
-            "provider",
-            "status",
-            "http_status",
-            "error_code",
-            "policy",
-            "prompt_tokens",
-            "completion_tokens",
-            "cached_tokens",
-            "cost_eur",
-            "cost_prevented_eur",
-            "latency_ms",
-            "ttfb_ms",
-            "stream",
-            "cached",
-            "loop_detected",
-            "client_disconnected",
-        ]
-
-
-@extend_schema_serializer(component_name="CostRow")
-class CostRowOutput(serializers.Serializer):
-    key = serializers.CharField(help_text="Day, model id, API key id or provider.")
-    label = serializers.CharField()
-    requests = serializers.IntegerField()
-    errors = serializers.IntegerField()
-    tokens = serializers.IntegerField()
-    cost_eur = serializers.DecimalField(max_digits=18, decimal_places=8)
-
-
-@extend_schema_serializer(component_name="MonthStatus")
-class MonthOutput(serializers.Serializer):
-    month = serializers.CharField(help_text="YYYY-MM (UTC).")
-    requests = serializers.IntegerField(help_text="Admitted requests month-to-date.")
-    quota = serializers.IntegerField(allow_null=True, help_text="Null: no monthly quota.")
-    cost_eur = serializers.DecimalField(max_digits=18, decimal_places=8)
-    budget_eur = serializers.DecimalField(
-        max_digits=12, decimal_places=2, allow_null=True, help_text="Null: no budget."
-    )
-    projected_cost_eur = serializers.DecimalField(max_digits=18, decimal_places=2)
-    projected_requests = serializers.IntegerField()
-    rate_limit_per_minute = serializers.IntegerField()
-
-
-# --- Views ----------------------------------------------------------------------------------
 
 FORMAT_PARAMETER = OpenApiParameter(
     "format",
@@ -296,6 +63,32 @@ ERRORS = error_responses(
     s403="`tier_feature_unavailable`: the tier has no analytics; `csrf_failed`, "
     "`permission_denied`.",
 )
+
+
+def table_schema(
+    *,
+    operation_id: str,
+    summary: str,
+    description: str,
+    query: type[serializers.Serializer],
+    output: type[serializers.Serializer],
+    csv_description: str,
+    example: OpenApiExample,
+):
+    """The schema of an analytics GET: its query, the JSON ``output`` or a CSV table."""
+    return extend_schema(
+        operation_id=operation_id,
+        tags=["analytics"],
+        summary=summary,
+        description=description,
+        parameters=[query, FORMAT_PARAMETER, ORGANIZATION_PARAMETER],
+        responses={
+            (200, JSON): output,
+            (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description=csv_description),
+            **ERRORS,
+        },
+        examples=[example],
+    )
 
 
 def _needed_tier() -> str:
@@ -365,11 +158,11 @@ class AnalyticsRequestsApi(AnalyticsApi):
         api_key = serializers.UUIDField(required=False, help_text="Only this key's requests.")
         model = serializers.CharField(required=False, max_length=120)
         provider = serializers.CharField(required=False, max_length=40)
-        status = _choice([s.value for s in TraceStatus], required=False)
+        status = choice([s.value for s in TraceStatus], required=False)
         error_code = serializers.CharField(
             required=False, max_length=40, help_text="e.g. rate_limit_exceeded, loop_detected."
         )
-        group_by = _choice(["hour", "day", "model", "key", "provider"], default="day")
+        group_by = choice(["hour", "day", "model", "key", "provider"], default="day")
         limit = serializers.IntegerField(min_value=1, max_value=MAX_PAGE, default=DEFAULT_PAGE)
         cursor = CursorField(required=False)
 
@@ -389,9 +182,8 @@ class AnalyticsRequestsApi(AnalyticsApi):
         summary = StatsOutput(help_text="The whole range (api_key, model, provider filters).")
         aggregates = Aggregates()
 
-    @extend_schema(
+    @table_schema(
         operation_id="analytics_requests",
-        tags=["analytics"],
         summary="Requests: traces and aggregates",
         description=(
             "A page of the organisation's traces (newest first, filtered), the summary of "
@@ -404,40 +196,35 @@ class AnalyticsRequestsApi(AnalyticsApi):
             '`Link: <…>; rel="next"` header). '
             "Starter tier and above."
         ),
-        parameters=[Query, FORMAT_PARAMETER, ORGANIZATION_PARAMETER],
-        responses={
-            (200, JSON): Output,
-            (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="Traces, CSV."),
-            **ERRORS,
-        },
-        examples=[
-            OpenApiExample(
-                "Daily aggregates",
-                response_only=True,
-                media_type=JSON,
-                value={
-                    "object": "analytics.requests",
-                    "start": "2025-03-01T00:00:00Z",
-                    "end": "2025-03-08T00:00:00Z",
-                    "data": [],
-                    "has_more": False,
-                    "next": None,
-                    "summary": {
-                        "requests": 1200,
-                        "errors": 12,
-                        "blocked": 3,
-                        "error_rate": 0.01,
-                        "prompt_tokens": 240000,
-                        "completion_tokens": 96000,
-                        "tokens": 336000,
-                        "cost_eur": "0.84000000",
-                        "p50_ms": 640,
-                        "p95_ms": 1890,
-                    },
-                    "aggregates": {"group_by": "day", "data": []},
+        query=Query,
+        output=Output,
+        csv_description="Traces, CSV.",
+        example=OpenApiExample(
+            "Daily aggregates",
+            response_only=True,
+            media_type=JSON,
+            value={
+                "object": "analytics.requests",
+                "start": "2025-03-01T00:00:00Z",
+                "end": "2025-03-08T00:00:00Z",
+                "data": [],
+                "has_more": False,
+                "next": None,
+                "summary": {
+                    "requests": 1200,
+                    "errors": 12,
+                    "blocked": 3,
+                    "error_rate": 0.01,
+                    "prompt_tokens": 240000,
+                    "completion_tokens": 96000,
+                    "tokens": 336000,
+                    "cost_eur": "0.84000000",
+                    "p50_ms": 640,
+                    "p95_ms": 1890,
                 },
-            )
-        ],
+                "aggregates": {"group_by": "day", "data": []},
+            },
+        ),
     )
     def get(self, request: Request) -> Response:
         query = validated(self.Query, self.query(request))
@@ -489,7 +276,7 @@ class AnalyticsRequestsApi(AnalyticsApi):
 
 class AnalyticsCostsApi(AnalyticsApi):
     class Query(RangeQuery):
-        group_by = _choice(["day", "model", "key", "provider"], default="day")
+        group_by = choice(["day", "model", "key", "provider"], default="day")
 
         def default_start(self, end: datetime) -> datetime:
             """The start of the month the range ends in (this month, by default)."""
@@ -514,9 +301,8 @@ class AnalyticsCostsApi(AnalyticsApi):
         data = CostRowOutput(many=True)
         month = MonthOutput(help_text="This calendar month against quota and budget.")
 
-    @extend_schema(
+    @table_schema(
         operation_id="analytics_costs",
-        tags=["analytics"],
         summary="Costs in EUR, month-to-date and projection",
         description=(
             "EUR cost (with requests, errors and tokens) grouped by day, model, key or "
@@ -525,47 +311,42 @@ class AnalyticsCostsApi(AnalyticsApi):
             "Served from the rollups. `?format=csv` returns the grouped rows as CSV. "
             "Starter tier and above."
         ),
-        parameters=[Query, FORMAT_PARAMETER, ORGANIZATION_PARAMETER],
-        responses={
-            (200, JSON): Output,
-            (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="Rows, CSV."),
-            **ERRORS,
-        },
-        examples=[
-            OpenApiExample(
-                "By model",
-                response_only=True,
-                media_type=JSON,
-                value={
-                    "object": "analytics.costs",
-                    "currency": "EUR",
-                    "start": "2025-03-01T00:00:00Z",
-                    "end": "2025-03-15T12:00:00Z",
-                    "group_by": "model",
-                    "total": {"requests": 900, "errors": 4, "tokens": 250000, "cost_eur": "1.2"},
-                    "data": [
-                        {
-                            "key": "gpt-4o",
-                            "label": "GPT-4o",
-                            "requests": 300,
-                            "errors": 1,
-                            "tokens": 90000,
-                            "cost_eur": "1.10000000",
-                        }
-                    ],
-                    "month": {
-                        "month": "2025-03",
-                        "requests": 896,
-                        "quota": 100000,
-                        "cost_eur": "1.20000000",
-                        "budget_eur": "50.00",
-                        "projected_cost_eur": "2.48",
-                        "projected_requests": 1851,
-                        "rate_limit_per_minute": 100,
-                    },
+        query=Query,
+        output=Output,
+        csv_description="Rows, CSV.",
+        example=OpenApiExample(
+            "By model",
+            response_only=True,
+            media_type=JSON,
+            value={
+                "object": "analytics.costs",
+                "currency": "EUR",
+                "start": "2025-03-01T00:00:00Z",
+                "end": "2025-03-15T12:00:00Z",
+                "group_by": "model",
+                "total": {"requests": 900, "errors": 4, "tokens": 250000, "cost_eur": "1.2"},
+                "data": [
+                    {
+                        "key": "gpt-4o",
+                        "label": "GPT-4o",
+                        "requests": 300,
+                        "errors": 1,
+                        "tokens": 90000,
+                        "cost_eur": "1.10000000",
+                    }
+                ],
+                "month": {
+                    "month": "2025-03",
+                    "requests": 896,
+                    "quota": 100000,
+                    "cost_eur": "1.20000000",
+                    "budget_eur": "50.00",
+                    "projected_cost_eur": "2.48",
+                    "projected_requests": 1851,
+                    "rate_limit_per_minute": 100,
                 },
-            )
-        ],
+            },
+        ),
     )
     def get(self, request: Request) -> Response:
         query = validated(self.Query, self.query(request))

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from billing import price_import as pi
 from billing.models import Provider
+from billing.price_source import load_providers
 
 
 class Command(BaseCommand):
@@ -64,7 +65,7 @@ class Command(BaseCommand):
     def handle(self, *args, **options) -> None:
         if options["check"] and options["apply"]:
             raise CommandError("--check only reports; use it without --apply.", returncode=2)
-        providers, described = pi.load_providers(url=options["url"], latest=options["latest"])
+        providers, described = load_providers(url=options["url"], latest=options["latest"])
         now = timezone.now()
         plan = pi.plan(
             providers,
