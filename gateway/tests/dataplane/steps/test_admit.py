@@ -17,7 +17,7 @@ from billing.pricing import Usage
 from gateway.dataplane import policy
 from gateway.dataplane.call import Call
 from gateway.dataplane.runtime import Runtime
-from gateway.dataplane.steps import admit
+from gateway.dataplane.steps import admit, settle
 from gateway.models import TraceStatus
 from gateway.tests.dataplane.conftest import unreachable_redis
 from gateway.tests.dataplane.steps.fakes import catalog, key_record, routed, run, runtime
@@ -214,3 +214,21 @@ def test_redis_unreachable_a_call_that_must_be_counted_is_refused(limits):
         1,
     )
     assert call.admission is None
+    assert call.ask is None  # nothing was reserved: settling must give nothing back
+
+
+def test_a_call_refused_while_redis_was_down_gives_nothing_back_once_it_is_up(redis_url):
+    """Settling a call that still held its unreserved claim took its estimate off the
+    organisation's and the key's spend: free budget."""
+    record = key_record(org_budget_eur="5", key_budget_eur="5")
+    call, error = without_redis(record)
+    assert error is not None and error.code == ErrorCode.SERVICE_UNAVAILABLE
+    spent: list[tuple[int, int]] = []
+
+    async def scenario() -> None:
+        async with runtime(redis_url=redis_url) as rt:
+            await settle.settle(rt, call)
+            spent.append(await rt.limiter.usage(record.org_id, call.ts))
+
+    run(scenario)
+    assert spent == [(0, 0)]
