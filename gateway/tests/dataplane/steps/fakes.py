@@ -26,6 +26,7 @@ from billing.models import ModelPrice
 from gateway.dataplane import policy
 from gateway.dataplane.call import Call, call_new
 from gateway.dataplane.catalog import Catalog, Deployment, Endpoint, ModelEntry, PricePeriod
+from gateway.dataplane.responsecache import ResponseCache
 from gateway.dataplane.runtime import Config, Runtime
 from gateway.dataplane.steps import route
 from gateway.dataplane.steps.parse import parse
@@ -117,7 +118,7 @@ def catalog(
     return Catalog(models=models, rates=rates)
 
 
-_orgs: list[str] = []  # organisations whose Redis keys a runtime deletes when it ends
+_orgs: set[str] = set()  # organisations whose Redis keys a runtime deletes when it ends
 
 
 def key_record(**overrides: Any) -> KeyRecord:
@@ -139,7 +140,7 @@ def key_record(**overrides: Any) -> KeyRecord:
         "expires_at": None,
     }
     record = KeyRecord(**{**fields, **overrides})
-    _orgs.append(record.org_id)
+    _orgs.add(record.org_id)
     return record
 
 
@@ -203,6 +204,7 @@ def routed(catalog_: Catalog, record: KeyRecord, **fields: Any) -> Call:
     """A call as the pipeline has it after steps 1-3 (authenticated, parsed, routed)."""
     call = call_new()
     call.record = record
+    _orgs.add(record.org_id)
     call.raw = orjson.dumps(body(**fields))
     call.body = parse({"headers": []}, call.raw)
     call.stream = bool(call.body.get("stream"))
@@ -212,8 +214,15 @@ def routed(catalog_: Catalog, record: KeyRecord, **fields: Any) -> Call:
 
 
 def with_redis(rt: Runtime, client: Redis) -> Runtime:
-    """The runtime as ``Runtime.start`` builds it with Redis, for the parts a step uses."""
-    return replace(rt, redis=client, limiter=policy.RedisLimiter(client))
+    """The runtime as ``Runtime.start`` builds it with Redis, for the limiter and the
+    response cache (the breaker and the trace buffer stay in process: their Redis keys
+    are not per organisation, so tests sharing a Redis would meet there)."""
+    return replace(
+        rt,
+        redis=client,
+        limiter=policy.RedisLimiter(client),
+        cache=ResponseCache(client, rt.cache.ttl),
+    )
 
 
 @asynccontextmanager
