@@ -24,6 +24,7 @@ from accounts import keys as key_secrets
 from accounts.key_records import KeyRecord, digest_for
 from billing.models import ModelPrice
 from gateway.dataplane import policy
+from gateway.dataplane.buffer import LocalBuffer, RedisBuffer
 from gateway.dataplane.call import Call, call_new
 from gateway.dataplane.catalog import Catalog, Deployment, Endpoint, ModelEntry, PricePeriod
 from gateway.dataplane.responsecache import ResponseCache
@@ -214,15 +215,26 @@ def routed(catalog_: Catalog, record: KeyRecord, **fields: Any) -> Call:
 
 
 def with_redis(rt: Runtime, client: Redis) -> Runtime:
-    """The runtime as ``Runtime.start`` builds it with Redis, for the limiter and the
-    response cache (the breaker and the trace buffer stay in process: their Redis keys
-    are not per organisation, so tests sharing a Redis would meet there)."""
+    """The runtime as ``Runtime.start`` builds it with Redis, for the limiter, the response
+    cache and the trace buffer (on a stream of the test's own). The breaker stays in
+    process: its Redis keys are not per organisation, so tests sharing a Redis would meet."""
     return replace(
         rt,
         redis=client,
         limiter=policy.RedisLimiter(client),
         cache=ResponseCache(client, rt.cache.ttl),
+        buffer=RedisBuffer(client, client, stream=f"aqta:test-traces:{uuid.uuid4().hex}"),
     )
+
+
+async def traces(rt: Runtime) -> list[dict[str, Any]]:
+    """The trace records settled so far: in the stream, then those kept in process."""
+    buffer = rt.buffer
+    if isinstance(buffer, LocalBuffer):
+        return list(buffer.items)
+    assert isinstance(buffer, RedisBuffer)
+    entries = await buffer.client.xrange(buffer.stream) if rt.redis is not None else []
+    return [orjson.loads(fields[b"d"]) for _, fields in entries] + buffer.fallback.items
 
 
 @asynccontextmanager
@@ -238,6 +250,8 @@ async def runtime(
     finally:
         await rt.session.close()
         if client is not None:
+            assert isinstance(rt.buffer, RedisBuffer)
+            await client.delete(rt.buffer.stream)
             await _forget(client)
             await client.aclose()
 
