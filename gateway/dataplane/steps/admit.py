@@ -101,6 +101,7 @@ def _unchecked(call: Call, ask: policy.Ask) -> policy.Admission:
     extra = {"trace_id": call.trace_id}
     if ask.quota is not None or ask.budget_org is not None or ask.budget_key is not None:
         logger.error("redis unavailable: quota/budget cannot be checked; refusing", extra=extra)
+        call.ask = None  # nothing was reserved
         raise AqtaError(
             "The gateway cannot check your quota right now; retry shortly.",
             code=ErrorCode.SERVICE_UNAVAILABLE,
