@@ -84,7 +84,7 @@ def create_organisations() -> list[tuple]:
 
     created = []
     for name, keys, share in ORGS:
-        owner = UserFactory(email=f"owner@{name.lower()}.test")
+        owner = UserFactory.create(email=f"owner@{name.lower()}.test")
         org = organization_create(name=name, owner=owner, tier=tier_get(slug="pro"))
         org_keys = [
             api_key_create(organization=org, created_by=owner, name=f"{name} key {i + 1}")

@@ -61,7 +61,7 @@ def traffic(org, api_key):
 
 @pytest.fixture
 def other_org():
-    stranger = UserFactory()
+    stranger = UserFactory.create()
     other = organization_create(name="Other", owner=stranger, tier=tier_get(slug="pro"))
     their_key, secret = api_key_create(organization=other, created_by=stranger, name="theirs")
     store(make_trace(other, their_key, timezone.now() - timedelta(hours=1)))

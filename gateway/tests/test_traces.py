@@ -253,7 +253,7 @@ def test_a_record_of_a_deleted_organisation_is_parked_without_losing_the_batch(t
     from gateway.tests.conftest import seed_catalogue
 
     seed_catalogue()
-    owner = UserFactory()
+    owner = UserFactory.create()
     org = organization_create(name="Acme", owner=owner, tier=tier_get(slug="pro"))
     key, _ = api_key_create(organization=org, created_by=owner, name="ci")
     before, orphan, after = (
