@@ -26,7 +26,8 @@ COSTS = "/api/analytics/costs"
 
 
 def _error(response) -> dict:
-    return response.json()["error"]
+    error: dict = response.json()["error"]
+    return error
 
 
 def _client(secret: str, header: str = "HTTP_AUTHORIZATION") -> APIClient:
