@@ -202,6 +202,7 @@ class OIDCProvider:
         if self._server is None:
             raise RuntimeError("OIDCProvider not started")
         host, port = self._server.server_address[:2]
+        assert isinstance(host, str)
         return f"http://{host}:{port}"
 
     @property
@@ -367,11 +368,11 @@ class OIDCProvider:
             raise _OAuthError(
                 "invalid_client", "client authentication failed", 401, basic_challenge
             )
-        cid = form.get("client_id")
-        secret = form.get("client_secret")
-        if cid is None or secret is None:
+        post_id = form.get("client_id")
+        post_secret = form.get("client_secret")
+        if post_id is None or post_secret is None:
             raise _OAuthError("invalid_client", "client authentication required", 401)
-        if _consteq(cid, self.client_id) and _consteq(secret, self.client_secret):
+        if _consteq(post_id, self.client_id) and _consteq(post_secret, self.client_secret):
             return "client_secret_post"
         raise _OAuthError("invalid_client", "client authentication failed", 401)
 

@@ -14,6 +14,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
+from redis import Redis
 from redis.exceptions import RedisError
 
 from accounts.models import ApiKey, Organization
@@ -168,7 +169,8 @@ class FakeRedis:
 
 class FakePipeline:
     def __init__(self, redis: FakeRedis) -> None:
-        self.redis, self.replies = redis, []
+        self.redis = redis
+        self.replies: list[bytes | int | None] = []
 
     def __enter__(self) -> FakePipeline:
         return self
@@ -194,6 +196,7 @@ class BrokenRedis(FakeRedis):
 @pytest.fixture
 def breaker_redis(monkeypatch):
     """Where breakers are read from: the configured Redis, else an in-memory stand-in."""
+    client: Redis | FakeRedis
     if aqta_redis.enabled():
         client = aqta_redis.sync_client()
     else:
