@@ -84,7 +84,7 @@ def create_organisations() -> list[tuple]:
 
     created = []
     for name, keys, share in ORGS:
-        owner = UserFactory(email=f"owner@{name.lower()}.test")
+        owner = UserFactory.create(email=f"owner@{name.lower()}.test")
         org = organization_create(name=name, owner=owner, tier=tier_get(slug="pro"))
         org_keys = [
             api_key_create(organization=org, created_by=owner, name=f"{name} key {i + 1}")
@@ -164,6 +164,7 @@ def seed_traces(organisations: list[tuple], total: int, now: datetime) -> float:
         for ix, model_id in enumerate(MODELS):
             model = LanguageModel.objects.get(model_id=model_id)
             price = model_price_at(model=model)
+            assert price is not None, model_id
             cursor.execute(
                 "INSERT INTO bench_models VALUES (%s, %s, %s, %s, %s)",
                 [
@@ -177,7 +178,12 @@ def seed_traces(organisations: list[tuple], total: int, now: datetime) -> float:
         done = 0
         while done < total:
             rows = min(SEED_CHUNK, total - done)
-            params = {"now": now, "days": DAYS, "models": len(MODELS), "rows": rows}
+            params: dict[str, datetime | int] = {
+                "now": now,
+                "days": DAYS,
+                "models": len(MODELS),
+                "rows": rows,
+            }
             cursor.execute(SEED_SQL, params)
             done += rows
             log(f"  seeded {done:,} traces ({time.perf_counter() - started:.0f} s)")

@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import contextlib
 import hashlib
+import importlib
 import math
 import os
 import re
@@ -42,7 +43,7 @@ import orjson
 
 psutil: ModuleType | None
 try:
-    import psutil
+    psutil = importlib.import_module("psutil")
 except ImportError:  # reading /proc does the same on Linux
     psutil = None
 
@@ -138,7 +139,7 @@ def scenarios_for(quick: bool) -> list[Scenario]:
     def n(full: int, small: int) -> int:
         return small if quick else full
 
-    openai = {"provider": "openai"}
+    openai: dict[str, Any] = {"provider": "openai"}
     one_worker: dict[str, Any] = {"provider": "openai", "workers": 1}
     anthropic: dict[str, Any] = {"model": ANTHROPIC_MODEL, "provider": "anthropic"}
     return [
@@ -467,6 +468,7 @@ async def read_stream(
     elif choices != []:
         outcome.fail("last chunk is not the usage chunk or is unreadable", text)
         return None
+    assert isinstance(chunk, dict)  # the checks above found its choices
     if (problem := _aqta_problem(chunk, scenario)) is not None:
         outcome.fail(f"last chunk: {problem}", text)
         return None
@@ -566,6 +568,14 @@ def gateway_split(gateway: Server) -> tuple[float, float, float]:
         loop += main
         threads += others
     return loop, threads, max(cpu_seconds(gateway.proc.pid) - loop - threads, 0.0)
+
+
+def split_per_request(
+    after: tuple[float, float, float], before: tuple[float, float, float], n: int
+) -> tuple[float, float, float]:
+    """Milliseconds per request of each part of two ``gateway_split`` readings' difference."""
+    loop, threads, rest = ((a - b) * 1000 / n for a, b in zip(after, before, strict=True))
+    return loop, threads, rest
 
 
 def redis_stats() -> dict[str, float]:
@@ -750,7 +760,8 @@ def stop_server(server: Server) -> None:
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((HOST, 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 async def wait_ready(
@@ -760,8 +771,7 @@ async def wait_ready(
     deadline = time.monotonic() + timeout
     headers = {"Authorization": f"Bearer {api_key}"}
     last = "no answer"
-    timeout = aiohttp.ClientTimeout(total=2)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
         while time.monotonic() < deadline:
             if not server.running():
                 raise BenchError(
@@ -1252,7 +1262,7 @@ async def run_scenario(scenario: Scenario, url: str, api_key: str, stack: Stack)
         * 1000
         / n,
         rss_mb=rss,
-        split_ms=tuple((a - b) * 1000 / n for a, b in zip(split_after, split_before, strict=True))
+        split_ms=split_per_request(split_after, split_before, n)
         if split_after is not None and split_before is not None
         else None,
         profile=profile,

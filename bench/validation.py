@@ -30,6 +30,7 @@ import copy
 import os
 import time
 from collections.abc import Callable
+from types import GenericAlias
 from typing import Annotated, Any, Literal, Union
 
 import orjson
@@ -202,7 +203,7 @@ class MsgspecTypes:
             return Union[tuple(self.convert(b, f"{hint}{i}") for i, b in enumerate(node["anyOf"]))]  # noqa: UP007
         kinds = node["type"] if isinstance(node["type"], list) else [node["type"]]
         meta = self.msgspec.Meta
-        options = []
+        options: list[Any] = []  # types built at run time from the schema
         for kind in kinds:
             if kind == "null":
                 options.append(None)
@@ -225,13 +226,13 @@ class MsgspecTypes:
             elif kind == "array":
                 items = self.convert(node["items"], f"{hint}Item") if "items" in node else Any
                 limits = {"min_length": node.get("minItems"), "max_length": node.get("maxItems")}
-                options.append(Annotated[list[items], meta(**limits)])
+                options.append(Annotated[GenericAlias(list, (items,)), meta(**limits)])
             elif "properties" in node:
                 options.append(self.struct(node, hint))
             else:
                 extra = node.get("additionalProperties", True)
                 value = self.convert(extra, f"{hint}Value") if isinstance(extra, dict) else Any
-                options.append(dict[str, value])
+                options.append(GenericAlias(dict, (str, value)))
         return Union[tuple(options)] if len(options) > 1 else options[0]  # noqa: UP007
 
     def struct(self, node: dict, hint: str) -> Any:

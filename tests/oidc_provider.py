@@ -133,6 +133,7 @@ class OIDCProvider:
         if self._server is None:
             raise RuntimeError("OIDCProvider not started")
         host, port = self._server.server_address[:2]
+        assert isinstance(host, str)
         return f"http://{host}:{port}"
 
     @property
@@ -296,11 +297,11 @@ class OIDCProvider:
                         raise OAuthError("invalid_request", "client_id mismatch")
                     return "client_secret_basic"
             raise OAuthError("invalid_client", "client authentication failed", 401, basic_challenge)
-        cid = form.get("client_id")
-        secret = form.get("client_secret")
-        if cid is None or secret is None:
+        post_id = form.get("client_id")
+        post_secret = form.get("client_secret")
+        if post_id is None or post_secret is None:
             raise OAuthError("invalid_client", "client authentication required", 401)
-        if consteq(cid, self.client_id) and consteq(secret, self.client_secret):
+        if consteq(post_id, self.client_id) and consteq(post_secret, self.client_secret):
             return "client_secret_post"
         raise OAuthError("invalid_client", "client authentication failed", 401)
 

@@ -14,6 +14,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
+from redis import Redis
 from redis.exceptions import RedisError
 
 from accounts.models import ApiKey, Organization
@@ -45,7 +46,7 @@ def _staff_mfa_off(settings):
 
 @pytest.fixture
 def superuser(db):
-    return UserFactory(email="ops@aqta.test", is_staff=True, is_superuser=True)
+    return UserFactory.create(email="ops@aqta.test", is_staff=True, is_superuser=True)
 
 
 @pytest.fixture
@@ -55,7 +56,7 @@ def admin_client(client: Client, superuser) -> Client:
 
 
 def _organization(name: str, tier: str = "pro") -> Organization:
-    return organization_create(name=name, owner=UserFactory(), tier=tier_get(slug=tier))
+    return organization_create(name=name, owner=UserFactory.create(), tier=tier_get(slug=tier))
 
 
 def _month() -> date:
@@ -168,7 +169,8 @@ class FakeRedis:
 
 class FakePipeline:
     def __init__(self, redis: FakeRedis) -> None:
-        self.redis, self.replies = redis, []
+        self.redis = redis
+        self.replies: list[bytes | int | None] = []
 
     def __enter__(self) -> FakePipeline:
         return self
@@ -194,6 +196,7 @@ class BrokenRedis(FakeRedis):
 @pytest.fixture
 def breaker_redis(monkeypatch):
     """Where breakers are read from: the configured Redis, else an in-memory stand-in."""
+    client: Redis | FakeRedis
     if aqta_redis.enabled():
         client = aqta_redis.sync_client()
     else:
@@ -422,7 +425,7 @@ OPERATED = [Organization, ApiKey, ProviderEndpoint, ModelDeployment, Trace, Usag
 
 @pytest.mark.parametrize("model", OPERATED, ids=lambda m: m._meta.label)
 def test_staff_without_permissions_are_refused(client, db, model):
-    client.force_login(UserFactory(is_staff=True))
+    client.force_login(UserFactory.create(is_staff=True))
 
     assert client.get(_url(model)).status_code == 403
 
@@ -433,7 +436,7 @@ def test_a_superuser_sees_every_operations_page(admin_client, db, model):
 
 
 def test_staff_see_what_their_permissions_allow(client, org, api_key):
-    staff = UserFactory(is_staff=True)
+    staff = UserFactory.create(is_staff=True)
     staff.user_permissions.add(Permission.objects.get(codename="view_organization"))
     client.force_login(staff)
 

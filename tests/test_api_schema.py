@@ -107,7 +107,8 @@ class ApiKeyAuth:
     """``Authorization: Bearer sk-aqta-…``, an API key of a Pro organisation."""
 
     def get(self, case, context) -> str:
-        return CALLER.get("secret", "placeholder")
+        secret: str = CALLER.get("secret", "placeholder")
+        return secret
 
     def set(self, case, secret: str, context) -> None:
         case.headers = {**(case.headers or {}), "Authorization": f"Bearer {secret}"}

@@ -27,7 +27,7 @@ import openai
 import pytest
 from django.db import connections
 from django.db.models import Sum
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import ViewportSize, expect, sync_playwright
 
 from accounts.templatetags.aqta_format import eur_format
 from gateway.mock_provider import MockConfig, MockServer
@@ -53,8 +53,8 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-DESKTOP = {"width": 1280, "height": 800}
-PHONE = {"width": 375, "height": 812}
+DESKTOP: ViewportSize = {"width": 1280, "height": 800}
+PHONE: ViewportSize = {"width": 375, "height": 812}
 TIMEOUT_MS = 10_000
 # Screenshot names, each at desktop width and as `<name>-phone.png`.
 PAGES = (
@@ -122,7 +122,7 @@ def mock_provider() -> Iterator[MockServer]:
 
 
 @pytest.fixture(scope="module")
-def static_root(tmp_path_factory) -> Path:
+def static_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The live server serves static files from the hashed manifest, as in production:
     collect the current ones into a directory of this run (a stale `staticfiles/` would
     make every page that names a new file fail)."""
@@ -301,7 +301,9 @@ def _journey(live: LiveGateway, browser: Browser) -> None:
         ],
     )
     assert reply.choices[0].message.content
+    assert reply.usage is not None
     assert reply.usage.completion_tokens == COMPLETION_TOKENS
+    assert reply.model_extra is not None
     aqta = reply.model_extra["aqta"]
     assert aqta["status"] == "passed"
     assert isinstance(aqta["cost_eur"], float)  # a JSON number, as documented

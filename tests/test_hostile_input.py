@@ -22,7 +22,8 @@ def _error(response) -> dict:
     body = response.json()
     assert set(body) == {"error"}, body
     assert {"message", "type", "code"} <= set(body["error"]), body
-    return body["error"]
+    error: dict = body["error"]
+    return error
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from accounts.models import User
 PASSWORD = "a-long-test-passphrase-42"
 
 
-class UserFactory(factory.django.DjangoModelFactory):
+class UserFactory(factory.django.DjangoModelFactory[User]):
     class Meta:
         model = User
         skip_postgeneration_save = True

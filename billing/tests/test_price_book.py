@@ -44,6 +44,7 @@ def test_a_call_without_a_date_is_priced_now(gpt_4o):
 
 def test_a_new_price_closes_the_open_one_where_it_begins(gpt_4o):
     old = model_price_at(model=gpt_4o, at=BEFORE_CHANGE)
+    assert old is not None
 
     new = model_price_set(
         model=gpt_4o,

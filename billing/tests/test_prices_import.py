@@ -75,6 +75,7 @@ def run(*args: str) -> tuple[int, str, str]:
     try:
         call_command("prices_import", *args, stdout=out, stderr=err)
     except SystemExit as exit_:
+        assert exit_.code is not None
         return int(exit_.code), out.getvalue(), err.getvalue()
     return 0, out.getvalue(), err.getvalue()
 
@@ -105,13 +106,16 @@ def _periods(model_id: str) -> list[tuple[datetime, datetime | None, D, D]]:
 # --- the package's own data --------------------------------------------------------------------
 
 
+def _context_window(diff: price_import.ModelDiff) -> tuple[D | int | None, D | int | None]:
+    change = diff.context_window
+    assert change is not None
+    return change.current, change.source
+
+
 def test_with_the_pinned_data_only_two_gemini_context_windows_differ():
     plan = price_import.plan(bundled, now=NOW)
 
-    changed = {
-        diff.model.model_id: (diff.context_window.current, diff.context_window.source)
-        for diff in plan.changed
-    }
+    changed = {diff.model.model_id: _context_window(diff) for diff in plan.changed}
     assert changed == {
         "gemini-1.5-pro": (2_097_152, 1_000_000),
         "gemini-2.0-flash": (1_048_576, 1_000_000),
@@ -240,9 +244,9 @@ def test_a_change_the_source_dates_in_the_past_starts_at_the_import(source):
         (NOW, None, D("2"), D("8")),
     ]
     gpt_4o = LanguageModel.objects.get(model_id="gpt-4o")
-    assert model_price_at(
-        model=gpt_4o, at=datetime(2026, 8, 1, tzinfo=UTC)
-    ).input_usd_per_mtok == D("2.5")
+    price = model_price_at(model=gpt_4o, at=datetime(2026, 8, 1, tzinfo=UTC))
+    assert price is not None
+    assert price.input_usd_per_mtok == D("2.5")
 
 
 def test_a_change_the_source_schedules_starts_on_its_date(source):
@@ -319,6 +323,7 @@ def test_a_long_context_tier_becomes_the_threshold_and_the_long_rates(source):
     run("--apply", "--provider", "openai")
 
     price = model_price_at(model=LanguageModel.objects.get(model_id="gpt-4o"))
+    assert price is not None
     assert price.valid_from == NOW
     assert price.input_usd_per_mtok == D("2.5")
     assert price.long_context_threshold_tokens == 272_000
@@ -368,6 +373,7 @@ def test_per_size_request_fees_are_never_guessed(source):
         "applied, change it in the admin" in out
     )
     sonar = model_price_at(model=LanguageModel.objects.get(model_id="sonar"))
+    assert sonar is not None
     assert sonar.valid_from == NOW and sonar.input_usd_per_mtok == D("2")
     fees = (sonar.request_fee_low_usd, sonar.request_fee_medium_usd, sonar.request_fee_high_usd)
     assert fees == (D("0.005"), D("0.008"), D("0.012"))

@@ -370,7 +370,9 @@ def test_each_current_model_has_its_context_window_and_no_price_before_the_seed(
     assert model.context_window == CONTEXT_WINDOWS[model_id]
     assert model.max_output_tokens is None
     assert model.is_active is True
-    assert model.prices.order_by("valid_from").first().valid_from == CURRENT_FROM
+    first_price = model.prices.order_by("valid_from").first()
+    assert first_price is not None
+    assert first_price.valid_from == CURRENT_FROM
     assert model_price_at(model=model, at=CURRENT_FROM - timedelta(seconds=1)) is None
 
 

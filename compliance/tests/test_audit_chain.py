@@ -42,7 +42,9 @@ def test_deleting_an_event_breaks_the_chain(org):
 
 
 def test_each_organisation_has_its_own_chain(org):
-    other = organization_create(name="Other", owner=UserFactory(), tier=tier_get(slug="free"))
+    other = organization_create(
+        name="Other", owner=UserFactory.create(), tier=tier_get(slug="free")
+    )
     mine = audit_event_record(action="test.mine", organization=org)
     theirs = audit_event_record(action="test.theirs", organization=other)
     user_level = audit_event_record(action="test.global")

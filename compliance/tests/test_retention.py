@@ -34,7 +34,9 @@ SEVEN_YEARS = 7 * 365 + 2
 
 
 def _org(tier: str, *, name: str = "Acme", retention_days: int | None = None):
-    organization = organization_create(name=name, owner=UserFactory(), tier=tier_get(slug=tier))
+    organization = organization_create(
+        name=name, owner=UserFactory.create(), tier=tier_get(slug=tier)
+    )
     if retention_days is not None:
         organization.retention_days = retention_days
         organization.save(update_fields=["retention_days"])

@@ -15,10 +15,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import openai
@@ -29,15 +30,22 @@ from django.db import connection
 
 from gateway.mock_provider import MockConfig, MockServer
 
+if TYPE_CHECKING:
+    from accounts.models import ApiKey
+
 ROOT = Path(__file__).resolve().parents[2]
 # A db index of the tests' own; AQTA_TEST_REDIS_URL moves it (parallel checkouts).
 LOCAL_REDIS = os.environ.get("AQTA_TEST_REDIS_URL", "redis://127.0.0.1:6379/12")
+
+# The ``make_key`` fixture: ``make_key(tier=..., key_options=..., **org_fields)``.
+MakeKey = Callable[..., tuple[str, "ApiKey"]]
 
 
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def redis_url_for_tests() -> str | None:
@@ -153,7 +161,7 @@ def mock_provider() -> Iterator[MockServer]:
 
 
 @pytest.fixture
-def mock(mock_provider) -> MockServer:
+def mock(mock_provider: MockServer) -> MockServer:
     """The mock with an empty fault script and fresh statistics."""
     httpx.post(mock_provider.url + "/_mock/reset")
     return mock_provider
@@ -168,7 +176,7 @@ def live_gateway(django_db_setup, django_db_blocker, mock_provider) -> Iterator[
 
 
 @pytest.fixture
-def gw(live_gateway, transactional_db, mock, settings) -> LiveGateway:
+def gw(live_gateway: LiveGateway, transactional_db, mock, settings) -> LiveGateway:
     """The live gateway, with committed seed data for this test. The test process shares
     the gateway's Redis, as the control plane does in production (revocations, caches)."""
     seed_catalogue()
@@ -203,9 +211,11 @@ def make_key(transactional_db):
     from accounts.tests.factories import UserFactory
     from billing.selectors import tier_get
 
-    def make(tier: str = "pro", key_options: dict | None = None, **org_fields):
+    def make(
+        tier: str = "pro", key_options: dict[str, Any] | None = None, **org_fields: Any
+    ) -> tuple[str, ApiKey]:
         seed_catalogue()
-        user = UserFactory()
+        user = UserFactory.create()
         org = organization_create(name="Live", owner=user, tier=tier_get(slug=tier))
         for name, value in org_fields.items():
             setattr(org, name, Decimal(value) if name.endswith("_eur") else value)

@@ -128,14 +128,17 @@ def received_before_cut(url: str, body: dict[str, Any], headers: dict[str, str])
 def error_of(protocol: str, response: httpx.Response) -> str:
     """The error type (or status name) of a provider's error body."""
     body = response.json()
+    kind: str
     if protocol == "anthropic":
         assert body["type"] == "error"
         assert body["request_id"] == response.headers["request-id"]
-        return body["error"]["type"]
-    if protocol == "gemini":
+        kind = body["error"]["type"]
+    elif protocol == "gemini":
         assert body["error"]["code"] == response.status_code
-        return body["error"]["status"]
-    if protocol == "perplexity":
+        kind = body["error"]["status"]
+    elif protocol == "perplexity":
         assert body["error"]["code"] == response.status_code
-        return body["error"]["type"]
-    return body["error"]["type"]
+        kind = body["error"]["type"]
+    else:
+        kind = body["error"]["type"]
+    return kind

@@ -42,7 +42,7 @@ def second_key(org, user):
 
 @pytest.fixture
 def other_org():
-    stranger = UserFactory()
+    stranger = UserFactory.create()
     other = organization_create(name="Other", owner=stranger, tier=tier_get(slug="pro"))
     return other, api_key_create(organization=other, created_by=stranger, name="theirs")[0]
 

@@ -26,7 +26,8 @@ COSTS = "/api/analytics/costs"
 
 
 def _error(response) -> dict:
-    return response.json()["error"]
+    error: dict = response.json()["error"]
+    return error
 
 
 def _client(secret: str, header: str = "HTTP_AUTHORIZATION") -> APIClient:
@@ -61,7 +62,7 @@ def traffic(org, api_key):
 
 @pytest.fixture
 def other_org():
-    stranger = UserFactory()
+    stranger = UserFactory.create()
     other = organization_create(name="Other", owner=stranger, tier=tier_get(slug="pro"))
     their_key, secret = api_key_create(organization=other, created_by=stranger, name="theirs")
     store(make_trace(other, their_key, timezone.now() - timedelta(hours=1)))

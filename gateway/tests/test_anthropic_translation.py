@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import random
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -58,7 +59,7 @@ DEPLOYMENT = Deployment(
     upstream_model_id="claude-3-5-sonnet-20241022",
     max_output_tokens=8192,
 )
-WEATHER_TOOL = {
+WEATHER_TOOL: dict[str, Any] = {
     "type": "function",
     "function": {
         "name": "get_weather",
@@ -89,7 +90,8 @@ def body(**fields) -> dict:
 
 
 def sent(request_body: dict, deployment: Deployment = DEPLOYMENT, stream: bool = False) -> dict:
-    return orjson.loads(provider.build_request(deployment, request_body, stream).body)
+    payload: dict = orjson.loads(provider.build_request(deployment, request_body, stream).body)
+    return payload
 
 
 def refusal(request_body: dict) -> AqtaError:
@@ -844,6 +846,7 @@ def test_the_clients_model_is_echoed_in_the_chunks():
     forwarded, state = translate([TEXT_STREAM], model="claude-3-opus")
 
     assert {payload["model"] for payload in payloads(forwarded)} == {"claude-3-opus"}
+    assert state.first is not None
     assert state.first["model"] == "claude-3-opus"
 
 
@@ -972,6 +975,7 @@ def test_an_overloaded_error_event_names_its_type():
     forwarded, state = translate([stream])
 
     assert forwarded == []
+    assert state.error is not None
     assert orjson.loads(state.error[len(b"data: ") :])["error"]["message"] == (
         "Upstream provider error: anthropic: Overloaded (overloaded_error)"
     )
@@ -981,6 +985,7 @@ def test_an_unreadable_event_ends_the_stream_with_an_error():
     forwarded, state = translate([TEXT_STREAM.split(b"\n\n")[0] + b"\n\ndata: {oops\n\n"])
 
     assert len(forwarded) == 1
+    assert state.error is not None
     assert b"unreadable" in state.error
 
 

@@ -28,7 +28,7 @@ import httpx
 import pytest
 
 from gateway.mock_provider.replies import text_pieces
-from gateway.tests.conftest import ROOT, LiveGateway
+from gateway.tests.conftest import ROOT, LiveGateway, MakeKey
 
 EXAMPLES = Path(__file__).resolve().parent / "doc_examples"
 ENDPOINTS_PAGE = EXAMPLES / "api_endpoints_page"
@@ -60,7 +60,7 @@ def doc_clients() -> None:
 
 
 @pytest.fixture
-def key(gw, make_key) -> str:
+def key(gw, make_key: MakeKey) -> str:
     """A Pro key (the tier that may call every model the examples name)."""
     secret, _ = make_key(tier="pro")
     return secret
@@ -151,7 +151,8 @@ def json_output(done: subprocess.CompletedProcess[str]) -> Any:
 
 
 def mock_stats(gw: LiveGateway) -> dict[str, Any]:
-    return httpx.get(gw.mock.url + "/_mock/stats").json()
+    stats: dict[str, Any] = httpx.get(gw.mock.url + "/_mock/stats").json()
+    return stats
 
 
 def completion_mismatches(body: Any, *, model: str) -> list[str]:

@@ -36,7 +36,8 @@ def fixture(name: str) -> bytes:
 
 
 def loaded(name: str) -> dict:
-    return orjson.loads(fixture(name))
+    parsed: dict = orjson.loads(fixture(name))
+    return parsed
 
 
 @pytest.fixture(autouse=True)
@@ -87,7 +88,8 @@ WEATHER_DECLARATION = {
 
 def sent(body: dict, stream: bool = False) -> dict:
     request = provider.build_request(DEPLOYMENT, {"model": MODEL, **body}, stream=stream)
-    return orjson.loads(request.body)
+    payload: dict = orjson.loads(request.body)
+    return payload
 
 
 def refusal(body: dict) -> AqtaError:
@@ -403,7 +405,9 @@ def test_an_image_url_whose_type_cannot_be_told_is_refused_clearly():
     ids=["data-url-without-type", "file-id", "file-without-extension", "unknown-audio"],
 )
 def test_media_gemini_cannot_be_given_is_refused(part):
-    assert refusal(_user_with(part)).param.startswith("messages[0].content[0]")
+    param = refusal(_user_with(part)).param
+    assert param is not None
+    assert param.startswith("messages[0].content[0]")
 
 
 # --- generation config -----------------------------------------------------------------------
@@ -1123,6 +1127,7 @@ def test_an_error_mid_stream_sets_an_openai_error_event_and_stops():
 
     assert len(chunks) == 1
     assert not state.done
+    assert state.error is not None
     assert orjson.loads(state.error[len(b"data: ") :]) == {
         "error": {
             "message": "Upstream provider error: google reported UNAVAILABLE: "
@@ -1140,6 +1145,7 @@ def test_an_error_wrapped_in_an_array_is_caught_as_the_first_event():
     chunks, state, _ = translate([error])
 
     assert chunks == []
+    assert state.error is not None
     assert b'"rate_limit_error"' in state.error and b"RESOURCE_EXHAUSTED" in state.error
     assert not state.done
 

@@ -115,6 +115,7 @@ def test_an_unexpected_error_is_a_500_naming_the_trace_and_gives_everything_back
     trace = wait_for(lambda: Trace.objects.filter(id=trace_id).first())
     assert (trace.status, trace.http_status, trace.error_code) == ("error", 500, "internal_error")
     assert trace.cost_eur == 0
+    assert org_id is not None
     counter = wait_for(lambda: UsageCounter.objects.filter(organization_id=org_id).first())
     assert counter.requests == 2  # the failed call is not counted as usage
 

@@ -30,7 +30,8 @@ NEW_MODELS = {
 
 
 def _stats(gw) -> dict:
-    return httpx.get(gw.mock.url + "/_mock/stats").json()
+    stats: dict = httpx.get(gw.mock.url + "/_mock/stats").json()
+    return stats
 
 
 @pytest.mark.parametrize("model_id", NEW_MODELS)
@@ -54,6 +55,7 @@ def test_a_new_model_answers_and_costs_its_list_price(gw, make_key, model_id):
         cached_tokens=trace.cached_tokens,
     )
     price = model_price_at(model=LanguageModel.objects.get(model_id=model_id))
+    assert price is not None
     expected = usd_to_eur(cost_usd(price, usage), usd_eur_rate_at())
     assert expected > 0
     assert Decimal(str(aqta["cost_eur"])) == expected == trace.cost_eur

@@ -37,7 +37,8 @@ def _post(gw, secret: str, body: dict) -> httpx.Response:
 
 
 def _upstream_calls(gw) -> int:
-    return httpx.get(gw.mock.url + "/_mock/stats").json()["chat_requests"]
+    count: int = httpx.get(gw.mock.url + "/_mock/stats").json()["chat_requests"]
+    return count
 
 
 DEEP = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import httpx
 import openai
@@ -17,7 +18,8 @@ def _messages(text: str = "Say hello.") -> list[dict]:
 
 
 def _stats(gw) -> dict:
-    return httpx.get(gw.mock.url + "/_mock/stats").json()
+    stats: dict = httpx.get(gw.mock.url + "/_mock/stats").json()
+    return stats
 
 
 def test_the_rate_limit_answers_429_with_retry_after(gw, make_key):
@@ -31,6 +33,7 @@ def test_the_rate_limit_answers_429_with_retry_after(gw, make_key):
 
     error = limited.value
     assert error.code == "rate_limit_exceeded"
+    assert isinstance(error.body, dict)
     assert 1 <= error.body["retry_after"] <= 60
     assert error.response.headers["retry-after"] == str(error.body["retry_after"])
     assert error.response.headers["x-ratelimit-remaining"] == "0"
@@ -85,7 +88,8 @@ def test_the_loop_guard_suppresses_a_repeated_request(gw, make_key):
         client.chat.completions.create(model="gpt-4o-mini", messages=_messages("same"))
 
     assert looped.value.code == "loop_detected"
-    aqta = looped.value.body and looped.value.response.json()["aqta"]
+    assert looped.value.body
+    aqta = looped.value.response.json()["aqta"]
     assert aqta["status"] == "suppressed" and aqta["loop_detected"] is True
     trace = wait_for(lambda: Trace.objects.filter(id=aqta["trace_id"]).first())
     assert trace.status == "suppressed" and trace.policy == "loop_guard"
@@ -102,7 +106,7 @@ def test_an_agent_repeating_the_same_tool_call_is_stopped(gw, make_key):
         "type": "function",
         "function": {"name": "read_file", "arguments": '{"path": "a.txt"}'},
     }
-    messages = [{"role": "user", "content": "Read a.txt"}]
+    messages: list[dict[str, Any]] = [{"role": "user", "content": "Read a.txt"}]
     for _ in range(3):
         messages += [
             {"role": "assistant", "content": None, "tool_calls": [call]},

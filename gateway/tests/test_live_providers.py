@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
+from typing import Any
 
 import httpx
 import openai
@@ -39,7 +40,8 @@ MESSAGES = [{"role": "user", "content": "Say hello."}]
 
 
 def _stats(gw) -> dict:
-    return httpx.get(gw.mock.url + "/_mock/stats").json()
+    stats: dict = httpx.get(gw.mock.url + "/_mock/stats").json()
+    return stats
 
 
 @pytest.mark.parametrize("provider", MODELS)
@@ -74,7 +76,9 @@ def test_plain_chat(gw, make_key, provider):
         cached_tokens=trace.cached_tokens,
         search_context_size="low" if provider == "perplexity" else None,
     )
-    expected = usd_to_eur(cost_usd(model_price_at(model=model), usage), usd_eur_rate_at())
+    price = model_price_at(model=model)
+    assert price is not None
+    expected = usd_to_eur(cost_usd(price, usage), usd_eur_rate_at())
     assert Decimal(str(aqta["cost_eur"])) == expected == trace.cost_eur
     assert trace.provider == provider
 
@@ -117,7 +121,7 @@ def test_streaming(gw, make_key, provider, include_usage):
 def test_a_tool_round_trip(gw, make_key, provider, stream):
     secret, _ = make_key()
     client = gw.sdk(secret)
-    messages = [{"role": "user", "content": "Weather in Paris?"}]
+    messages: list[dict[str, Any]] = [{"role": "user", "content": "Weather in Paris?"}]
     request = {"model": MODELS[provider], "messages": messages, "tools": [WEATHER_TOOL]}
 
     if stream:

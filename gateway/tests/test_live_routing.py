@@ -59,7 +59,8 @@ def _ask(gateway, secret: str, text: str, stream: bool = False) -> httpx.Respons
 
 
 def _requests(server: MockServer) -> int:
-    return httpx.get(server.url + "/_mock/stats").json()["chat_requests"]
+    count: int = httpx.get(server.url + "/_mock/stats").json()["chat_requests"]
+    return count
 
 
 def test_a_failing_deployment_falls_back_invisibly(mock, flaky, make_key):

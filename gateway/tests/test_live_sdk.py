@@ -9,11 +9,12 @@ import httpx
 import openai
 import orjson
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from gateway.models import Trace
 from gateway.tests.conftest import wait_for
 
-MESSAGES = [{"role": "user", "content": "Say hello."}]
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello."}]
 
 
 def test_chat_completion_carries_the_answer_and_the_aqta_object(gw, make_key):

@@ -8,12 +8,14 @@ import string
 import uuid
 from decimal import Decimal
 from types import SimpleNamespace
+from typing import cast
 
 import httpx
 import pytest
 from django.test import Client
 from prometheus_client import REGISTRY
 
+from gateway.dataplane.call import Call
 from gateway.dataplane.catalog import catalog_load
 from gateway.dataplane.steps import settle
 from gateway.models import TraceDeadLetter, TraceStatus
@@ -83,10 +85,11 @@ def test_with_a_token_a_missing_or_wrong_one_is_refused_even_on_loopback(
 # --- Labels ----------------------------------------------------------------------------------
 
 
-def _call(model) -> SimpleNamespace:
+def _call(model) -> Call:
+    """A stand-in with the attributes ``observe`` reads."""
     route = SimpleNamespace(model=model) if model is not None else None
     usage = SimpleNamespace(prompt_tokens=3, completion_tokens=4)
-    return SimpleNamespace(
+    stand_in = SimpleNamespace(
         route=route,
         cost_eur=Decimal("0.01"),
         usage=usage,
@@ -95,6 +98,7 @@ def _call(model) -> SimpleNamespace:
         status=TraceStatus.PASSED,
         error_code="",
     )
+    return cast(Call, stand_in)
 
 
 def _record(model: str) -> dict:

@@ -14,13 +14,15 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionFunctionToolParam, ChatCompletionMessageParam
 
 from gateway.mock_provider import MockConfig, MockServer
 
 CHUNKS = 5
 REPLY = "This is a mock reply."
-HELLO = [{"role": "user", "content": "hello there"}]  # 11 chars: 11 // 4 + 4 = 6 prompt tokens
-WEATHER_TOOL = {
+# 11 chars: 11 // 4 + 4 = 6 prompt tokens
+HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello there"}]
+WEATHER_TOOL: ChatCompletionFunctionToolParam = {
     "type": "function",
     "function": {
         "name": "get_weather",
@@ -84,6 +86,7 @@ def test_it_answers_a_plain_completion(client: openai.OpenAI) -> None:
     assert completion.id.startswith("chatcmpl-")
     assert completion.object == "chat.completion"
     assert completion.model == "gpt-4o"
+    assert completion.system_fingerprint is not None
     assert completion.system_fingerprint.startswith("fp_")
     assert completion.service_tier == "default"
     [choice] = completion.choices
@@ -92,11 +95,15 @@ def test_it_answers_a_plain_completion(client: openai.OpenAI) -> None:
     assert choice.message.content == REPLY
     assert choice.message.refusal is None
     assert choice.message.annotations == []
-    assert completion.usage.prompt_tokens == 6
-    assert completion.usage.completion_tokens == CHUNKS
-    assert completion.usage.total_tokens == 6 + CHUNKS
-    assert completion.usage.prompt_tokens_details.cached_tokens == 0
-    assert completion.usage.completion_tokens_details.reasoning_tokens == 0
+    usage = completion.usage
+    assert usage is not None
+    assert usage.prompt_tokens == 6
+    assert usage.completion_tokens == CHUNKS
+    assert usage.total_tokens == 6 + CHUNKS
+    assert usage.prompt_tokens_details is not None
+    assert usage.prompt_tokens_details.cached_tokens == 0
+    assert usage.completion_tokens_details is not None
+    assert usage.completion_tokens_details.reasoning_tokens == 0
     assert raw.headers["x-request-id"].startswith("req_")
     assert raw.headers["openai-processing-ms"].isdigit()
     assert raw.headers["x-ratelimit-remaining-requests"]
@@ -107,6 +114,7 @@ def test_it_answers_every_choice_when_n_is_2(client: openai.OpenAI) -> None:
 
     assert [c.index for c in completion.choices] == [0, 1]
     assert all(c.message.content == REPLY for c in completion.choices)
+    assert completion.usage is not None
     assert completion.usage.completion_tokens == 2 * CHUNKS
 
 
@@ -117,17 +125,19 @@ def test_it_stops_at_max_tokens_with_finish_reason_length(client: openai.OpenAI)
 
     assert completion.choices[0].message.content == "This is"
     assert completion.choices[0].finish_reason == "length"
+    assert completion.usage is not None
     assert completion.usage.completion_tokens == 2
 
 
 def test_the_prompt_estimate_counts_text_parts_and_every_message(client: openai.OpenAI) -> None:
-    messages = [
+    messages: list[ChatCompletionMessageParam] = [
         {"role": "system", "content": "x" * 40},
         {"role": "user", "content": [{"type": "text", "text": "y" * 8}]},
     ]
 
     completion = client.chat.completions.create(model="gpt-4o", messages=messages)
 
+    assert completion.usage is not None
     assert completion.usage.prompt_tokens == (10 + 4) + (2 + 4)
 
 
@@ -154,7 +164,9 @@ def test_a_stream_without_include_usage_has_no_usage_chunk(client: openai.OpenAI
     first, *pieces, last = chunks
     assert first.choices[0].delta.role == "assistant"
     assert first.choices[0].delta.content == ""
-    assert "".join(p.choices[0].delta.content for p in pieces) == REPLY
+    contents = [p.choices[0].delta.content for p in pieces]
+    assert None not in contents
+    assert "".join(c for c in contents if c is not None) == REPLY
     assert all(p.choices[0].delta.role is None for p in pieces)
     assert last.choices[0].finish_reason == "stop"
     assert last.choices[0].delta.content is None
@@ -205,6 +217,7 @@ def test_the_sdk_reads_the_usage_chunk(client: openai.OpenAI) -> None:
     )
 
     assert chunks[-1].choices == []
+    assert chunks[-1].usage is not None
     assert chunks[-1].usage.completion_tokens == 2 * CHUNKS
     texts = {0: "", 1: ""}
     for chunk in chunks[:-1]:
@@ -232,6 +245,7 @@ def test_it_calls_the_first_tool_when_the_user_spoke_last(client: openai.OpenAI)
     choice = completion.choices[0]
     assert choice.finish_reason == "tool_calls"
     assert choice.message.content is None
+    assert choice.message.tool_calls is not None
     [call] = choice.message.tool_calls
     assert call.id.startswith("call_")
     assert call.type == "function"
@@ -249,19 +263,28 @@ def test_a_streamed_tool_call_sends_the_name_first_then_argument_fragments(
     )
 
     first, *fragments, last = chunks
+    assert first.choices[0].delta.tool_calls is not None
     [head] = first.choices[0].delta.tool_calls
+    assert head.id is not None
     assert head.id.startswith("call_")
+    assert head.function is not None
     assert head.function.name == "get_weather"
     assert head.function.arguments == ""
     assert len(fragments) > 1
-    assert all(f.choices[0].delta.tool_calls[0].id is None for f in fragments)
-    arguments = "".join(f.choices[0].delta.tool_calls[0].function.arguments for f in fragments)
+    arguments = ""
+    for fragment in fragments:
+        calls = fragment.choices[0].delta.tool_calls
+        assert calls is not None
+        assert calls[0].id is None
+        assert calls[0].function is not None
+        assert calls[0].function.arguments is not None
+        arguments += calls[0].function.arguments
     assert json.loads(arguments) == {"city": "mock", "unit": "celsius"}
     assert last.choices[0].finish_reason == "tool_calls"
 
 
 def test_it_answers_with_text_after_a_tool_result(client: openai.OpenAI) -> None:
-    messages = [
+    messages: list[ChatCompletionMessageParam] = [
         *HELLO,
         {
             "role": "assistant",
@@ -317,6 +340,7 @@ def test_a_json_schema_reply_fills_the_schema_properties(client: openai.OpenAI) 
         },
     )
 
+    assert completion.choices[0].message.content is not None
     assert json.loads(completion.choices[0].message.content) == {
         "name": "mock",
         "age": 1,
@@ -333,6 +357,7 @@ def test_json_object_mode_answers_a_json_object(client: openai.OpenAI) -> None:
         response_format={"type": "json_object"},
     )
 
+    assert completion.choices[0].message.content is not None
     assert json.loads(completion.choices[0].message.content) == {"result": "mock"}
 
 
@@ -416,6 +441,7 @@ def test_a_scripted_500_raises_internal_server_error(
 
     assert caught.value.status_code == 500
     assert caught.value.type == "server_error"
+    assert caught.value.request_id is not None
     assert caught.value.request_id.startswith("req_")
 
 
@@ -579,7 +605,9 @@ def test_a_status_directive_fails_that_request(client: openai.OpenAI) -> None:
 
 
 def test_a_cut_directive_cuts_the_stream(client: openai.OpenAI) -> None:
-    messages = [{"role": "user", "content": "mock:cut_after_chunks=2 please"}]
+    messages: list[ChatCompletionMessageParam] = [
+        {"role": "user", "content": "mock:cut_after_chunks=2 please"}
+    ]
     received = []
 
     with pytest.raises(openai.APIConnectionError):
@@ -597,7 +625,7 @@ def test_a_reset_directive_needs_no_value(client: openai.OpenAI) -> None:
 
 
 def test_directives_only_count_in_the_last_user_message(client: openai.OpenAI) -> None:
-    messages = [
+    messages: list[ChatCompletionMessageParam] = [
         {"role": "user", "content": "mock:status=500"},
         {"role": "assistant", "content": "ok"},
         {"role": "user", "content": "mock:chunks=3"},

@@ -300,7 +300,8 @@ BODY = {
 
 
 def _sent(request) -> dict:
-    return orjson.loads(request.body)
+    sent: dict = orjson.loads(request.body)
+    return sent
 
 
 def test_a_streamed_request_always_asks_upstream_for_usage():

@@ -32,7 +32,8 @@ def fixture(name: str) -> bytes:
 
 
 def fixture_json(name: str) -> dict:
-    return orjson.loads(fixture(name))
+    loaded: dict = orjson.loads(fixture(name))
+    return loaded
 
 
 ENDPOINT = Endpoint(
@@ -46,7 +47,8 @@ MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
 
 
 def sent(body: dict, stream: bool = False) -> dict:
-    return orjson.loads(provider.build_request(DEPLOYMENT, body, stream).body)
+    request: dict = orjson.loads(provider.build_request(DEPLOYMENT, body, stream).body)
+    return request
 
 
 # --- check_request -------------------------------------------------------------------------
@@ -490,6 +492,7 @@ def test_cumulative_usage_is_taken_once_from_the_last_chunk_not_summed():
     chunks, state, _ = run([STREAM_2025], include_usage=True)
 
     assert [c["usage"] for c in chunks if "usage" in c] == [USAGE_CHUNK_2025["usage"]]
+    assert state.usage is not None
     assert state.usage.completion_tokens == RECORDED_2025[-1]["usage"]["completion_tokens"]
     assert state.usage == Usage(prompt_tokens=8, completion_tokens=8, search_context_size="low")
 
@@ -563,9 +566,12 @@ def test_without_a_reported_size_the_requested_one_is_billed_in_a_stream():
 
     chunks, state, _ = run([no_size], include_usage=True, search_context_size="high")
 
+    assert state.usage is not None
     assert state.usage.search_context_size == "high"
     assert chunks[-1]["usage"]["search_context_size"] == "high"
-    assert run([no_size])[1].usage.search_context_size == "low"
+    plain_usage = run([no_size])[1].usage
+    assert plain_usage is not None
+    assert plain_usage.search_context_size == "low"
 
 
 def test_an_error_mid_stream_sets_an_openai_error_event():
@@ -576,6 +582,7 @@ def test_an_error_mid_stream_sets_an_openai_error_event():
 
     assert chunks == CHUNKS_2025[:1]
     assert not state.done
+    assert state.error is not None
     assert orjson.loads(state.error[6:]) == {
         "error": {"message": "Internal error", "type": "server_error", "code": "500"}
     }

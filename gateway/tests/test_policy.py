@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -36,7 +37,7 @@ T0 = datetime(2025, 3, 14, 12, 0, tzinfo=UTC).timestamp()
 LAST_MINUTE_OF_MARCH = datetime(2025, 3, 31, 23, 59, 30, tzinfo=UTC).timestamp()
 FIRST_MINUTE_OF_APRIL = datetime(2025, 4, 1, 0, 0, 30, tzinfo=UTC).timestamp()
 
-Scenario = Callable[..., Awaitable[None]]
+Scenario = Callable[..., Coroutine[Any, Any, None]]
 
 
 def _run_local(scenario: Scenario) -> None:

@@ -30,7 +30,7 @@ from gateway.models import (
     UsageCounter,
 )
 from gateway.storage import StorageUnavailable, write_batch
-from gateway.tests.conftest import redis_url_for_tests
+from gateway.tests.conftest import MakeKey, redis_url_for_tests
 from gateway.trace_ids import public
 
 T0 = datetime(2025, 3, 14, 12, 0, tzinfo=UTC).timestamp()
@@ -101,7 +101,7 @@ def loop_record(api_key: ApiKey, **changes) -> dict:
 
 
 @pytest.fixture
-def key(api_key) -> ApiKey:
+def key(api_key: tuple[ApiKey, str]) -> ApiKey:
     return api_key[0]
 
 
@@ -253,7 +253,7 @@ def test_a_record_of_a_deleted_organisation_is_parked_without_losing_the_batch(t
     from gateway.tests.conftest import seed_catalogue
 
     seed_catalogue()
-    owner = UserFactory()
+    owner = UserFactory.create()
     org = organization_create(name="Acme", owner=owner, tier=tier_get(slug="pro"))
     key, _ = api_key_create(organization=org, created_by=owner, name="ci")
     before, orphan, after = (
@@ -482,7 +482,8 @@ def test_when_the_database_refuses_writes_nothing_is_parked_and_the_batch_can_be
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 @contextlib.contextmanager
@@ -507,7 +508,7 @@ def database_unreachable():
 
 
 @pytest.fixture
-def committed_key(make_key) -> ApiKey:
+def committed_key(make_key: MakeKey) -> ApiKey:
     """A key whose organisation other threads' connections see (the buffers write from one)."""
     return make_key()[1]
 

@@ -8,9 +8,16 @@ import pytest
 from aqta.errors import AqtaError
 from gateway.dataplane.catalog import Deployment, Endpoint
 from gateway.dataplane.providers import adapter_for
+from gateway.dataplane.providers.base import Provider
 
 PROVIDERS = ["anthropic", "google", "perplexity"]
 USER = [{"role": "user", "content": "Hi"}]
+
+
+def _adapter(provider: str) -> Provider:
+    adapter = adapter_for(provider)
+    assert adapter is not None
+    return adapter
 
 
 def _deployment(provider: str) -> Deployment:
@@ -20,15 +27,16 @@ def _deployment(provider: str) -> Deployment:
 
 def _refusal(provider: str, **fields) -> AqtaError:
     with pytest.raises(AqtaError) as refused:
-        adapter_for(provider).check_request({"model": "m", "messages": USER, **fields})
+        _adapter(provider).check_request({"model": "m", "messages": USER, **fields})
     return refused.value
 
 
 def _sent(provider: str, messages: list) -> dict:
-    adapter = adapter_for(provider)
+    adapter = _adapter(provider)
     body = {"model": "m", "messages": messages}
     adapter.check_request(body)
-    return orjson.loads(adapter.build_request(_deployment(provider), body, False).body)
+    sent: dict = orjson.loads(adapter.build_request(_deployment(provider), body, False).body)
+    return sent
 
 
 REFUSED = {
@@ -56,7 +64,7 @@ def test_a_parameter_a_provider_cannot_honour_is_one_code_naming_it(provider, fi
 @pytest.mark.parametrize("provider", PROVIDERS)
 @pytest.mark.parametrize("value", [5, "audio", {"a": 1}, None, []])
 def test_modalities_of_another_type_never_crash_an_adapter(provider, value):
-    adapter = adapter_for(provider)
+    adapter = _adapter(provider)
     body = {"model": "m", "messages": USER, "modalities": value}
     try:
         adapter.check_request(body)

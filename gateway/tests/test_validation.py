@@ -4,6 +4,8 @@ the gateway itself relies on."""
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
+from typing import Any
 
 import jsonschema_rs
 import orjson
@@ -769,7 +771,8 @@ def tool_with(parameters) -> list[dict]:
 
 # (place, body changes for a value nested n levels deep there, the param of that value, the
 # level of that value: the request object is level 1).
-PLACES = {
+# Where a nesting goes: the request fields, the param named, its depth there, the step.
+PLACES: dict[str, tuple[Callable[[int], dict[str, Any]], str, int, str]] = {
     "tools[0].function.parameters": (
         lambda n: {"tools": tool_with(nested(n, "a"))},
         "tools[0].function.parameters",
@@ -862,7 +865,7 @@ def test_the_vendored_and_the_depth_capped_schemas_are_valid_json_schemas():
 
 
 def test_the_generator_turns_openapi_into_json_schema():
-    spec = {
+    spec: dict[str, Any] = {
         "info": {"version": "9.9"},
         "components": {
             "schemas": {
@@ -992,7 +995,7 @@ def test_a_mutated_valid_request_is_answered_with_an_aqta_error_or_accepted(data
     for _ in range(data.draw(st.integers(1, 3))):
         if data.draw(st.booleans()):
             path = data.draw(st.sampled_from(FULL_PATHS))
-            parent = body
+            parent: Any = body
             try:
                 for key in path[:-1]:
                     parent = parent[key]

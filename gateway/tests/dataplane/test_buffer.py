@@ -138,6 +138,7 @@ def test_with_redis_unreachable_a_worker_stores_the_records_it_kept(committed_ke
 
 def test_without_a_pipeline_the_redis_buffer_keeps_the_record_in_process():
     buffer = _buffers()[1]
+    assert isinstance(buffer, RedisBuffer)
     record = {"id": uuid.uuid4().hex}
     buffer.pipeline_add(None, record)
     assert buffer.fallback.items == [record]

@@ -28,6 +28,7 @@ from accounts.services import api_key_revoke
 from aqta import redis as aqta_redis
 from gateway.dataplane import keycache as keycache_module
 from gateway.dataplane.keycache import MISSING, MISSING_TTL, KeyCache
+from gateway.tests.conftest import MakeKey
 from gateway.tests.dataplane.conftest import Clock, unreachable_redis, use_clock
 
 UNKNOWN = "f" * 64  # a digest no key has
@@ -39,6 +40,12 @@ class World:
     clock: Clock
     loads: list[str]
     written: list[str] = field(default_factory=list)  # Redis keys to delete afterwards
+
+    @property
+    def redis(self) -> Redis:
+        """The client, in the scenarios that run with Redis only."""
+        assert self.client is not None
+        return self.client
 
     def cache(self) -> KeyCache:
         return KeyCache(self.client)
@@ -54,6 +61,20 @@ class World:
 
 
 Scenario = Callable[[World], Awaitable[None]]
+
+
+async def found(cache: KeyCache, digest: str) -> KeyRecord:
+    """The record ``cache`` answers for ``digest``, which must be a key's."""
+    record = await cache.get(digest)
+    assert record is not None
+    return record
+
+
+async def stored_record(client: Redis, redis_key: str) -> KeyRecord:
+    """The record Redis holds under ``redis_key``."""
+    raw = await client.get(redis_key)
+    assert isinstance(raw, bytes)
+    return KeyRecord.from_json(raw)
 
 
 @pytest.fixture
@@ -115,7 +136,7 @@ def run_embedded(monkeypatch, settings, loads) -> Callable[[Scenario], None]:
 
 
 @pytest.fixture
-def key(make_key) -> ApiKey:
+def key(make_key: MakeKey) -> ApiKey:
     return make_key()[1]
 
 
@@ -155,7 +176,7 @@ def test_after_the_local_ttl_the_record_is_read_again_from_redis_or_the_database
         world.redis_key(key.digest)
         await cache.get(key.digest)
         world.clock.advance(LOCAL_TTL + 0.1)
-        assert (await cache.get(key.digest)).key_id == str(key.pk)
+        assert (await found(cache, key.digest)).key_id == str(key.pk)
         # With Redis the second read is Redis's copy; embedded it is the database again.
         assert len(world.loads) == (1 if world.client is not None else 2)
 
@@ -167,8 +188,8 @@ def test_workers_share_the_records_they_load_through_redis(run_shared, key):
         first, second = world.cache(), world.cache()
         stored = world.redis_key(key.digest)
         record = await first.get(key.digest)
-        assert KeyRecord.from_json(await world.client.get(stored)) == record
-        assert 0 < await world.client.ttl(stored) <= REDIS_TTL
+        assert await stored_record(world.redis, stored) == record
+        assert 0 < await world.redis.ttl(stored) <= REDIS_TTL
         assert await second.get(key.digest) == record
         assert world.loads == [key.digest]
 
@@ -182,10 +203,10 @@ def test_without_redis_records_come_from_the_database(key, loads, monkeypatch):
         client = unreachable_redis()
         try:
             cache = KeyCache(client)
-            assert (await cache.get(key.digest)).key_id == str(key.pk)
+            assert (await found(cache, key.digest)).key_id == str(key.pk)
             clock.advance(LOCAL_TTL + 0.1)
-            assert (await cache.get(key.digest)).key_id == str(key.pk)
-            assert not await cache.revoked(await cache.get(key.digest))  # fails open
+            assert (await found(cache, key.digest)).key_id == str(key.pk)
+            assert not await cache.revoked(await found(cache, key.digest))  # fails open
         finally:
             await client.aclose()
 
@@ -215,17 +236,17 @@ def test_a_revoked_key_is_refused_by_its_marker_at_once_and_forgotten_after_the_
         cache = world.cache()
         world.redis_key(key.digest)
         marker = world.marker(key)
-        record = await cache.get(key.digest)
+        record = await found(cache, key.digest)
         assert not await cache.revoked(record)
 
         await asyncio.to_thread(_revoke, key)
 
-        assert await world.client.exists(marker)
+        assert await world.redis.exists(marker)
         assert await cache.revoked(record)  # what the admission script checks, every call
         assert await cache.get(key.digest) == record  # the local copy, for LOCAL_TTL
         world.clock.advance(LOCAL_TTL + 0.1)
         assert await cache.get(key.digest) is None
-        assert await world.client.get(REDIS_PREFIX + key.digest) == MISSING
+        assert await world.redis.get(REDIS_PREFIX + key.digest) == MISSING
 
     run_shared(scenario)
 
@@ -236,7 +257,7 @@ def test_embedded_a_revoked_key_is_forgotten_after_the_local_ttl(run_embedded, k
 
     async def scenario(world: World) -> None:
         cache = world.cache()
-        record = await cache.get(key.digest)
+        record = await found(cache, key.digest)
         await asyncio.to_thread(_revoke, key)
         assert await cache.revoked(record) is False
         assert await cache.get(key.digest) == record
@@ -260,17 +281,19 @@ def test_a_record_redis_kept_from_before_an_upgrade_is_read_again(run_shared, ke
     cache reads the key from the database and replaces the copy, instead of failing every
     call with that key until the copy expires."""
 
-    old = orjson.loads(key_record_load(key.digest).to_json())
+    loaded = key_record_load(key.digest)
+    assert loaded is not None
+    old = orjson.loads(loaded.to_json())
     old.pop("loop_window_seconds")
     old["retired_field"] = 1
 
     async def scenario(world: World) -> None:
         stored = world.redis_key(key.digest)
         for unreadable in (orjson.dumps(old), b"{not json"):
-            await world.client.set(stored, unreadable, ex=REDIS_TTL)
+            await world.redis.set(stored, unreadable, ex=REDIS_TTL)
             cache = world.cache()
-            assert (await cache.get(key.digest)).key_id == str(key.pk)
-            assert KeyRecord.from_json(await world.client.get(stored)).key_id == str(key.pk)
+            assert (await found(cache, key.digest)).key_id == str(key.pk)
+            assert (await stored_record(world.redis, stored)).key_id == str(key.pk)
         assert world.loads == [key.digest, key.digest]
 
     run_shared(scenario)

@@ -88,6 +88,7 @@ def test_every_hit_is_a_copy_of_its_own(run):
         key = world.key()
         await cache.put(key, ANSWER)
         hit = await cache.get(key)
+        assert hit is not None
         hit["body"]["aqta"] = {"cached": True}
         assert await cache.get(key) == ANSWER
 

@@ -60,6 +60,7 @@ class Upstream:
 
     async def handle(self, request: web.Request) -> web.Response:
         self.attempts += 1
+        assert request.transport is not None
         self.peers.add(request.transport.get_extra_info("peername"))
         self.received.append((await request.read(), request.headers.get("Authorization")))
         reply = self.replies[min(self.attempts, len(self.replies)) - 1]
