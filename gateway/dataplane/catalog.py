@@ -21,14 +21,14 @@ from gateway.models import ModelDeployment, ProviderEndpoint
 logger = logging.getLogger("aqta.gateway")
 
 # Environment names per provider: <NAME>_API_KEY and <NAME>_BASE_URL.
-ENV_NAMES = {
+ENV_NAMES: dict[str, str] = {
     Provider.OPENAI: "OPENAI",
     Provider.ANTHROPIC: "ANTHROPIC",
     Provider.GOOGLE: "GEMINI",
     Provider.PERPLEXITY: "PERPLEXITY",
     Provider.OPENAI_COMPATIBLE: "OPENAI_COMPATIBLE",
 }
-DEFAULT_BASE_URLS = {
+DEFAULT_BASE_URLS: dict[str, str] = {
     Provider.OPENAI: "https://api.openai.com/v1",
     Provider.ANTHROPIC: "https://api.anthropic.com",
     Provider.GOOGLE: "https://generativelanguage.googleapis.com",
@@ -118,6 +118,37 @@ def _endpoint(row: ProviderEndpoint) -> Endpoint:
     return Endpoint(name=row.name, provider=row.provider, base_url=row.base_url, api_key=key)
 
 
+def _entry(
+    model: LanguageModel,
+    endpoints: dict[int, Endpoint],
+    defaults: dict[str, Endpoint],
+    prices: dict[int, list[PricePeriod]],
+    explicit: dict[int, list[Deployment]],
+) -> ModelEntry:
+    own = endpoints.get(model.endpoint_id) if model.endpoint_id else None
+    endpoint = own or defaults.get(model.provider) or env_endpoint(model.provider)
+    upstream = model.upstream_model_id or model.model_id
+    deployments = tuple(
+        Deployment(d.name, d.provider, d.endpoint, d.upstream_model_id, model.max_output_tokens)
+        for d in explicit.get(model.pk, ())
+    )
+    if not deployments and endpoint is not None:
+        # No deployments configured: the model's own endpoint, named after its provider.
+        deployments = (
+            Deployment(model.provider, model.provider, endpoint, upstream, model.max_output_tokens),
+        )
+    return ModelEntry(
+        model_id=model.model_id,
+        provider=model.provider,
+        cost_effective=model.cost_effective,
+        upstream_model_id=upstream,
+        max_output_tokens=model.max_output_tokens,
+        endpoint=endpoint,
+        prices=tuple(prices.get(model.pk, ())),
+        deployments=deployments,
+    )
+
+
 def catalog_load() -> Catalog:
     """Build the catalogue from the database (sync: call it off the event loop)."""
     endpoints = {row.pk: _endpoint(row) for row in ProviderEndpoint.objects.filter(is_active=True)}
@@ -135,43 +166,22 @@ def catalog_load() -> Catalog:
             )
         )
     explicit: dict[int, list[Deployment]] = {}
-    for row in ModelDeployment.objects.filter(is_active=True, endpoint__is_active=True).order_by(
-        "model_id", "priority", "pk"
-    ):
-        endpoint = endpoints[row.endpoint_id]
-        explicit.setdefault(row.model_id, []).append(
+    for deployment in ModelDeployment.objects.filter(
+        is_active=True, endpoint__is_active=True
+    ).order_by("model_id", "priority", "pk"):
+        endpoint = endpoints[deployment.endpoint_id]
+        explicit.setdefault(deployment.model_id, []).append(
             Deployment(
-                name=row.name,
+                name=deployment.name,
                 provider=endpoint.provider,
                 endpoint=endpoint,
-                upstream_model_id=row.upstream_model_id,
+                upstream_model_id=deployment.upstream_model_id,
                 max_output_tokens=None,
             )
         )
-    models = {}
-    for row in LanguageModel.objects.filter(is_active=True):
-        endpoint = endpoints.get(row.endpoint_id) if row.endpoint_id else None
-        endpoint = endpoint or defaults.get(row.provider) or env_endpoint(row.provider)
-        upstream = row.upstream_model_id or row.model_id
-        deployments = tuple(
-            Deployment(d.name, d.provider, d.endpoint, d.upstream_model_id, row.max_output_tokens)
-            for d in explicit.get(row.pk, ())
-        )
-        if not deployments and endpoint is not None:
-            # No deployments configured: the model's own endpoint, named after its provider.
-            deployments = (
-                Deployment(row.provider, row.provider, endpoint, upstream, row.max_output_tokens),
-            )
-        models[row.model_id] = ModelEntry(
-            model_id=row.model_id,
-            provider=row.provider,
-            cost_effective=row.cost_effective,
-            upstream_model_id=row.upstream_model_id or row.model_id,
-            max_output_tokens=row.max_output_tokens,
-            endpoint=endpoint,
-            prices=tuple(prices.get(row.pk, ())),
-            deployments=deployments,
-        )
+    models: dict[str, ModelEntry] = {}
+    for model in LanguageModel.objects.filter(is_active=True):
+        models[model.model_id] = _entry(model, endpoints, defaults, prices, explicit)
     for alias in ModelAlias.objects.select_related("model"):
         target = models.get(alias.model.model_id)
         if target is not None and alias.alias not in models:

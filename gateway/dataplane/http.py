@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
 from aqta.errors import AqtaError, ErrorCode
 
-Scope = dict[str, Any]
-Message = dict[str, Any]
+# As the ASGI specification (and asgiref, httpx and uvicorn) types them.
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 Headers = list[tuple[bytes, bytes]]
@@ -19,6 +20,8 @@ NO_CACHE = (b"cache-control", b"no-cache")
 
 
 def header(scope: Scope, name: bytes) -> bytes | None:
+    key: bytes
+    value: bytes
     for key, value in scope["headers"]:
         if key == name:
             return value

@@ -30,7 +30,7 @@ def _normal_text(content: Any) -> str:
     return "" if content is None else str(content)
 
 
-def _normal_message(message: dict) -> list:
+def _normal_message(message: dict[str, Any]) -> list[Any]:
     return [
         message.get("role"),
         _normal_text(message.get("content")),
@@ -39,7 +39,7 @@ def _normal_message(message: dict) -> list:
     ]
 
 
-def _calls(message: dict) -> list:
+def _calls(message: dict[str, Any]) -> list[list[Any]]:
     """Signatures of an assistant turn's tool calls (and of a legacy ``function_call``)."""
     calls = [_call_signature(c) for c in message.get("tool_calls") or [] if isinstance(c, dict)]
     legacy = message.get("function_call")
@@ -48,7 +48,7 @@ def _calls(message: dict) -> list:
     return calls
 
 
-def _call_signature(call: dict) -> list:
+def _call_signature(call: dict[str, Any]) -> list[Any]:
     function = call.get("function") or {}
     arguments = function.get("arguments")
     try:  # the same arguments in another key order or spacing are the same call
@@ -58,12 +58,12 @@ def _call_signature(call: dict) -> list:
     return [function.get("name"), arguments]
 
 
-def fingerprint(model: str, messages: list, tools: Any) -> str:
+def fingerprint(model: str, messages: list[Any], tools: Any) -> str:
     payload = [model, [_normal_message(m) for m in messages if isinstance(m, dict)], tools]
     return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
 
 
-def _assistant_turns(messages: list) -> list[tuple[bytes, bytes]]:
+def _assistant_turns(messages: list[Any]) -> list[tuple[bytes, bytes]]:
     """Per assistant turn: (what it did, what the user said since the previous turn).
 
     Tool results are left out (an agent's retries see different errors or timestamps),
@@ -87,7 +87,7 @@ def _assistant_turns(messages: list) -> list[tuple[bytes, bytes]]:
     return turns
 
 
-def repeats_a_cycle(messages: list) -> bool:
+def repeats_a_cycle(messages: list[Any]) -> bool:
     """True when the trailing assistant turns repeat one cycle at least MIN_REPEATS times,
     with the same user input between them (none, for an agent talking to its tools)."""
     turns = _assistant_turns(messages)

@@ -23,6 +23,9 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+
 from accounts.key_records import revoked_marker
 
 OK, RATE, LOOP, QUOTA, BUDGET_ORG, BUDGET_KEY, REVOKED = 0, 1, 2, 3, 4, 5, 6
@@ -148,7 +151,7 @@ def budget_keys(ask: Ask, now: float) -> tuple[str, str]:
     return keys[2], keys[3]
 
 
-def settle_in_pipeline(pipe, ask: Ask, now: float, delta: int) -> None:
+def settle_in_pipeline(pipe: Pipeline, ask: Ask, now: float, delta: int) -> None:
     """Queue the budget settlement (real cost - estimate) on a Redis pipeline.
 
     The counters may not exist yet (no budget, so nothing was reserved): they get the
@@ -159,7 +162,7 @@ def settle_in_pipeline(pipe, ask: Ask, now: float, delta: int) -> None:
         pipe.expire(key, MONTH_TTL, nx=True)
 
 
-def release_in_pipeline(pipe, ask: Ask, now: float) -> None:
+def release_in_pipeline(pipe: Pipeline, ask: Ask, now: float) -> None:
     """Queue the return of what admitting ``ask`` took (for a call that failed inside the
     gateway): its rate-limit slot, its quota unit and its budget reservation."""
     rate, quota, org, key, _, _ = _keys(ask, month_tag(now))
@@ -171,12 +174,12 @@ def release_in_pipeline(pipe, ask: Ask, now: float) -> None:
 
 
 class RedisLimiter:
-    def __init__(self, client) -> None:
+    def __init__(self, client: Redis) -> None:
         self.client = client
         self.script = client.register_script(LUA)
 
     async def admit(self, ask: Ask, now: float) -> Admission:
-        args = [
+        args: list[int | str] = [
             int(now * 1000),
             WINDOW_MS,
             ask.rate_limit,
@@ -202,6 +205,12 @@ class RedisLimiter:
             return
         async with self.client.pipeline(transaction=False) as pipe:
             settle_in_pipeline(pipe, ask, now, delta)
+            await pipe.execute()
+
+    async def release(self, ask: Ask, now: float) -> None:
+        """Give back what admitting ``ask`` took (see :func:`release_in_pipeline`)."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            release_in_pipeline(pipe, ask, now)
             await pipe.execute()
 
     async def usage(self, org_id: str, now: float) -> tuple[int, int]:

@@ -39,7 +39,7 @@ def _finishes(event: bytes) -> bool:
     if SPACED not in event:  # only pretty-printed JSON needs a closer look
         return False
     chunk = _load(event)
-    return bool(chunk) and any(
+    return chunk is not None and any(
         isinstance(c, dict) and c.get("finish_reason") for c in chunk.get("choices") or []
     )
 

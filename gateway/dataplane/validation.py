@@ -64,7 +64,7 @@ def _bad(message: str, param: str, code: ErrorCode = INVALID) -> AqtaError:
     return AqtaError(message, code=code, param=param)
 
 
-def chat_request(body: Any) -> dict:
+def chat_request(body: Any) -> dict[str, Any]:
     """Validate a chat completion request body (already JSON-decoded); return what to use.
 
     That is ``body`` itself, or, when it sets to null a parameter whose schema has no null
@@ -73,17 +73,18 @@ def chat_request(body: Any) -> dict:
     """
     if not isinstance(body, dict):
         raise AqtaError("The request body must be a JSON object.", code=ErrorCode.INVALID_REQUEST)
+    request: dict[str, Any] = body
     checker = _current or _load()
-    if not checker.validator.is_valid(body):
-        body = checker.explain(body)
-    if not body["model"]:
+    if not checker.validator.is_valid(request):
+        request = checker.explain(request)
+    if not request["model"]:
         raise _bad("model must be a non-empty string.", "model")
-    if not _COUNTED.isdisjoint(body):
-        _counted(body, checker)
-    return body
+    if not _COUNTED.isdisjoint(request):
+        _counted(request, checker)
+    return request
 
 
-def _counted(body: dict, checker: _Checker) -> None:
+def _counted(body: dict[str, Any], checker: _Checker) -> None:
     for name in WHOLE_NUMBERS:
         value = body.get(name)
         if value is not None and type(value) is not int:
@@ -149,7 +150,7 @@ class _Checker:
 
     # --- finding the error -----------------------------------------------------------------
 
-    def explain(self, body: dict) -> dict:
+    def explain(self, body: dict[str, Any]) -> dict[str, Any]:
         """Raise the error of a body the validator refused; or return it without its nulls."""
         for name in self.required:
             if body.get(name) is None:
@@ -178,7 +179,7 @@ class _Checker:
             ) from None
         return body
 
-    def error(self, error: Any, body: dict) -> AqtaError:
+    def error(self, error: Any, body: dict[str, Any]) -> AqtaError:
         while isinstance(error.kind, _K.AnyOf | _K.OneOfNotValid):
             branches = self._node(error.schema_path)
             choice = self._dispatch(error, branches, _path(body, error.instance_path))
@@ -187,7 +188,7 @@ class _Checker:
             error = choice
         return self._wording(error, _path(body, error.instance_path))
 
-    def _dispatch(self, error: Any, branches: list[dict], path: list[Any]) -> Any:
+    def _dispatch(self, error: Any, branches: list[dict[str, Any]], path: list[Any]) -> Any:
         """The error to report from the alternative the value was meant to be."""
         value = error.instance
         kind = _json_type(value)
@@ -256,14 +257,14 @@ class _Checker:
             node = node[part]
         return node
 
-    def _resolve(self, node: dict) -> dict:
+    def _resolve(self, node: dict[str, Any]) -> dict[str, Any]:
         while "$ref" in node:
             node = self.schema["$defs"][node["$ref"].rsplit("/", 1)[1]]
         if "allOf" in node:  # the depth cap's wrapper: the second part is the schema
             return self._resolve(node["allOf"][-1])
         return node
 
-    def _types(self, node: dict) -> set[str] | None:
+    def _types(self, node: dict[str, Any]) -> set[str] | None:
         """JSON types ``node`` may accept (None: any)."""
         node = self._resolve(node)
         if "type" in node:
@@ -279,13 +280,13 @@ class _Checker:
             return types
         return None
 
-    def _admits(self, node: dict, kind: str) -> bool:
+    def _admits(self, node: dict[str, Any], kind: str) -> bool:
         types = self._types(node)
         if types is None:
             return True
         return kind in types or (kind == "integer" and "number" in types)
 
-    def _alternatives(self, branches: list[dict]) -> str:
+    def _alternatives(self, branches: list[dict[str, Any]]) -> str:
         described: list[str] = []
         for branch in branches:
             if self._types(branch) == {"null"}:
@@ -295,7 +296,7 @@ class _Checker:
                 described.append(text)
         return _or(described)
 
-    def _expected(self, node: dict, enums: bool = True) -> str:
+    def _expected(self, node: dict[str, Any], enums: bool = True) -> str:
         """What ``node`` accepts, in words: "a number between 0 and 2", "one of a, b"."""
         node = self._resolve(node)
         if enums and "enum" in node:
@@ -332,7 +333,7 @@ def _or(words: list[str]) -> str:
     return ", ".join(words[:-1]) + " or " + words[-1]
 
 
-def _tags(node: dict) -> dict[str, Any]:
+def _tags(node: dict[str, Any]) -> dict[str, Any]:
     """Required properties of ``node`` that allow a single value: ``role``, ``type``."""
     properties = node.get("properties", {})
     tags = {}
@@ -359,7 +360,7 @@ def _json_type(value: Any) -> str:
     return "object"
 
 
-def _path(body: dict, location: Any) -> list[Any]:
+def _path(body: dict[str, Any], location: Any) -> list[Any]:
     """``location`` (an error's instance path) with object keys as strings.
 
     jsonschema-rs gives a key that looks like a number ("50256" in ``logit_bias``) as an int,
@@ -393,7 +394,7 @@ def _param(path: list[Any] | tuple[Any, ...]) -> str:
     return text
 
 
-def _too_deep(body: dict, max_depth: int) -> tuple[Any, ...] | None:
+def _too_deep(body: dict[str, Any], max_depth: int) -> tuple[Any, ...] | None:
     """Path of the first array or object nested past ``max_depth`` levels, if any.
 
     Iterative, so 10,000 levels cost no Python recursion; only run once the validator has

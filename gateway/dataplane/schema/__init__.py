@@ -20,12 +20,14 @@ SCALAR_TYPES = ["string", "number", "boolean", "null"]
 @cache
 def chat_completion_request() -> dict[str, Any]:
     """The vendored schema (one parsed copy; callers must not change it)."""
-    return json.loads(SCHEMA_FILE.read_text())
+    schema: dict[str, Any] = json.loads(SCHEMA_FILE.read_text())
+    return schema
 
 
 def source() -> dict[str, str]:
     """Where the vendored schema comes from: repository, commit, path, component, version."""
-    return chat_completion_request()["x-source"]
+    where: dict[str, str] = chat_completion_request()["x-source"]
+    return where
 
 
 def depth_limited(schema: dict[str, Any], max_depth: int) -> dict[str, Any]:

@@ -304,7 +304,8 @@ AMENDMENTS = (_user_location, _json_schema_name, _metadata, _logit_bias, _seed)
 def _download(url: str, accept: str = "application/json") -> bytes:
     request = urllib.request.Request(url, headers={"Accept": accept, "User-Agent": "aqta"})  # noqa: S310
     with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
-        return response.read()
+        body: bytes = response.read()
+    return body
 
 
 def build(spec: dict[str, Any], commit: str) -> dict[str, Any]:

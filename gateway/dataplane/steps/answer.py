@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
@@ -27,7 +28,9 @@ logger = logging.getLogger("aqta.gateway")
 READ_FAILURES = (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError)
 
 
-async def error(send: http.Send, call: Call, failure: AqtaError, extra: http.Headers = ()) -> None:
+async def error(
+    send: http.Send, call: Call, failure: AqtaError, extra: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
     call.http_status, call.error_code = failure.status, failure.code
     body = failure.body()
     if call.record is not None:

@@ -85,7 +85,7 @@ def _refuse_features(body: JsonObject) -> None:
 
 
 def _stop_sequences(stop: Any) -> list[str]:
-    sequences = [stop] if isinstance(stop, str) else list(stop or [])
+    sequences: list[Any] = [stop] if isinstance(stop, str) else list(stop or [])
     if any(not isinstance(s, str) or not s.strip() for s in sequences):
         raise bad("stop", "Anthropic models do not accept empty or whitespace-only stop sequences.")
     return sequences
