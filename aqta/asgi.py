@@ -16,10 +16,12 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aqta.settings")
 django_app = get_asgi_application()  # sets Django up before the gateway imports models
 
 from gateway.dataplane.app import gateway, serves  # noqa: E402
+from gateway.dataplane.http import Receive, Scope, Send  # noqa: E402
 
 
-async def application(scope, receive, send):
+async def application(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "lifespan" or (scope["type"] == "http" and serves(scope["path"])):
         await gateway(scope, receive, send)
         return
-    await django_app(scope, receive, send)
+    # django-stubs narrow ASGI's MutableMapping scope and messages to dict and Mapping.
+    await django_app(scope, receive, send)  # type: ignore[arg-type]

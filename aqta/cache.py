@@ -47,7 +47,7 @@ _fallback_until: dict[str, float] = {}
 class FallbackRedisCache(RedisCache):
     """Django's ``RedisCache`` that answers from process memory while Redis fails."""
 
-    def __init__(self, server: str, params: dict[str, Any]) -> None:
+    def __init__(self, server: str | list[str], params: dict[str, Any]) -> None:
         super().__init__(server, params)
         self._location = server if isinstance(server, str) else ",".join(server)
         local_params = {k: v for k, v in params.items() if k not in {"BACKEND", "OPTIONS"}}
@@ -93,36 +93,36 @@ class FallbackRedisCache(RedisCache):
 
     # --- the cache API -----------------------------------------------------------------
 
-    def add(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None):
+    def add(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None) -> Any:
         return self._run("add", key, value, timeout, version)
 
-    def get(self, key: Any, default: Any = None, version: Any = None):
+    def get(self, key: Any, default: Any = None, version: Any = None) -> Any:
         return self._run("get", key, default, version)
 
-    def set(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None):
+    def set(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None) -> Any:
         return self._run("set", key, value, timeout, version)
 
-    def touch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None):
+    def touch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None) -> Any:
         return self._run("touch", key, timeout, version)
 
-    def delete(self, key: Any, version: Any = None):
+    def delete(self, key: Any, version: Any = None) -> Any:
         return self._run("delete", key, version)
 
-    def get_many(self, keys: Any, version: Any = None):
+    def get_many(self, keys: Any, version: Any = None) -> Any:
         return self._run("get_many", keys, version)
 
-    def has_key(self, key: Any, version: Any = None):
+    def has_key(self, key: Any, version: Any = None) -> Any:
         return self._run("has_key", key, version)
 
-    def incr(self, key: Any, delta: int = 1, version: Any = None):
+    def incr(self, key: Any, delta: int = 1, version: Any = None) -> Any:
         return self._run("incr", key, delta, version)
 
-    def set_many(self, data: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None):
+    def set_many(self, data: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None) -> Any:
         return self._run("set_many", data, timeout, version)
 
-    def delete_many(self, keys: Any, version: Any = None):
+    def delete_many(self, keys: Any, version: Any = None) -> Any:
         return self._run("delete_many", keys, version)
 
-    def clear(self):
+    def clear(self) -> None:
         self._local.clear()
-        return self._run("clear")
+        self._run("clear")

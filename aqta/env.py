@@ -9,9 +9,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any, overload
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
+
+
+@overload
+def env(name: str) -> str | None: ...
+@overload
+def env(name: str, default: str) -> str: ...
+@overload
+def env(name: str, default: None) -> str | None: ...
 
 
 def env(name: str, default: str | None = None) -> str | None:
@@ -62,7 +71,7 @@ def envlist(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
-def database_from_url(url: str) -> dict:
+def database_from_url(url: str) -> dict[str, Any]:
     """``postgres://user:pass@host:port/name?sslmode=require`` → Django DATABASES entry."""
     parts = urlsplit(url)
     if parts.scheme == "sqlite":

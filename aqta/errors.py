@@ -8,6 +8,7 @@ typed exceptions. Nothing here ever renders a stack trace.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
 
@@ -121,7 +122,13 @@ class ErrorCode(StrEnum):
         """The general code of a status, for a framework error that names no code of ours."""
         return _BY_STATUS.get(status, cls.INTERNAL_ERROR if status >= 500 else cls.BAD_REQUEST)
 
+    @classmethod
+    def named(cls, value: object) -> ErrorCode | None:
+        """The code spelled ``value``, or None."""
+        return _BY_VALUE.get(value) if isinstance(value, str) else None
 
+
+_BY_VALUE: dict[str, ErrorCode] = {code.value: code for code in ErrorCode}
 _BY_STATUS: dict[int, ErrorCode] = {}
 for _code in reversed(ErrorCode):  # the first code listed for a status wins
     _BY_STATUS[_code.status] = _code
@@ -287,16 +294,13 @@ def translate(exc: Exception) -> AqtaError | None:
     if isinstance(exc, drf.UnsupportedMediaType):
         return AqtaError(str(exc.detail), code=ErrorCode.UNSUPPORTED_MEDIA_TYPE)
     if isinstance(exc, drf.NotAuthenticated | drf.AuthenticationFailed):
-        named = exc.get_codes()
-        try:  # our authentication names its code (invalid_api_key); DRF's own have theirs
-            code = ErrorCode(named) if isinstance(named, str) else ErrorCode.NOT_AUTHENTICATED
-        except ValueError:
-            code = ErrorCode.NOT_AUTHENTICATED
+        # Our authentication names its code (invalid_api_key); DRF's own have theirs.
+        code = ErrorCode.named(exc.get_codes()) or ErrorCode.NOT_AUTHENTICATED
         if code.status != 401:
             code = ErrorCode.NOT_AUTHENTICATED
         return AqtaError(str(exc.detail), code=code)
     if isinstance(exc, drf.PermissionDenied | DjangoPermissionDenied):
-        message = str(getattr(exc, "detail", "") or exc or "Permission denied.")
+        message = str(getattr(exc, "detail", "") or str(exc) or "Permission denied.")
         csrf = message.startswith("CSRF Failed")
         return AqtaError(
             message, code=ErrorCode.CSRF_FAILED if csrf else ErrorCode.PERMISSION_DENIED
@@ -309,7 +313,9 @@ def translate(exc: Exception) -> AqtaError | None:
         return AqtaError(str(exc.detail), code=ErrorCode.NOT_ACCEPTABLE)
     if isinstance(exc, drf.Throttled):
         return AqtaError(
-            "Too many requests.", code=ErrorCode.RATE_LIMIT_EXCEEDED, retry_after=exc.wait
+            "Too many requests.",
+            code=ErrorCode.RATE_LIMIT_EXCEEDED,
+            retry_after=exc.wait,  # type: ignore[attr-defined]  # set by __init__, not in the stubs
         )
     if isinstance(exc, drf.APIException):
         return AqtaError(str(exc.detail), code=ErrorCode.for_status(exc.status_code))
@@ -378,7 +384,7 @@ class ServiceUnavailableMiddleware:
     DRF views get the same through :func:`drf_exception_handler`.
     """
 
-    def __init__(self, get_response) -> None:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:

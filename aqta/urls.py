@@ -14,7 +14,7 @@ from gateway import views as ops
 
 # The admin login goes through allauth's login (its rate limits, MFA), and the HTML
 # login shares the API login's per-IP throttle group.
-admin.site.login = secure_admin_login(admin.site.login)
+admin.site.login = secure_admin_login(admin.site.login)  # type: ignore[method-assign]
 admin.site.site_header = "Aqta operations"
 admin.site.site_title = "Aqta admin"
 

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin
+from django.http import HttpRequest
 
 from aqta.admin import ReadOnlyAdmin
 from compliance.models import AuditChain, AuditEvent
@@ -9,7 +12,7 @@ from compliance.models import AuditChain, AuditEvent
 class AppendOnlyAdmin(ReadOnlyAdmin):
     """The audit trail is append-only: no one edits or deletes it from the admin."""
 
-    def has_delete_permission(self, request, obj=None) -> bool:
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
 

@@ -27,9 +27,10 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
 from django.utils import timezone
 
 from accounts.models import Organization, User
@@ -136,9 +137,9 @@ def _delete_traces(ids: list) -> dict[str, int]:
     }
 
 
-def _deleter(model, name: str) -> Callable[[list], dict[str, int]]:
-    def delete(ids: list) -> dict[str, int]:
-        return {name: model.objects.filter(pk__in=ids).delete()[0]}
+def _deleter(model: type[Model], name: str) -> Callable[[list[Any]], dict[str, int]]:
+    def delete(ids: list[Any]) -> dict[str, int]:
+        return {name: model._default_manager.filter(pk__in=ids).delete()[0]}
 
     return delete
 

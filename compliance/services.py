@@ -4,13 +4,16 @@ import hashlib
 import ipaddress
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
 from compliance.models import AuditChain, AuditEvent
+
+if TYPE_CHECKING:
+    from accounts.models import Organization, User
 
 logger = logging.getLogger("aqta.audit")
 
@@ -52,8 +55,8 @@ def _text(value: str, limit: int) -> str:
 def audit_event_record(
     *,
     action: str,
-    organization=None,
-    actor=None,
+    organization: Organization | None = None,
+    actor: User | None = None,
     actor_label: str = "",
     target: str = "",
     request: HttpRequest | None = None,

@@ -4,9 +4,11 @@ import json
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.views.main import ChangeList
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
@@ -15,7 +17,7 @@ from django.utils.safestring import SafeString
 from redis.exceptions import RedisError
 
 from aqta import redis as aqta_redis
-from aqta.admin import ReadOnlyAdmin
+from aqta.admin import ReadOnlyAdmin, operator
 from billing.models import LanguageModel
 from gateway import crypto, trace_ids
 from gateway.models import (
@@ -107,7 +109,9 @@ def _rate_text(names: list[str], calls: dict[str, tuple[int, int]]) -> str:
     return f"{failed / total:.1%} errors ({failed}/{total}) in the last hour"
 
 
-def _render(names: list[str], breakers: dict[str, Breaker] | None, calls) -> SafeString:
+def _render(
+    names: list[str], breakers: dict[str, Breaker] | None, calls: dict[str, tuple[int, int]]
+) -> SafeString:
     if not names:
         return format_html("{}", "serves no model")
     breaker = _breaker_text(names, breakers)
@@ -127,10 +131,10 @@ def deployments_health(groups: dict[Hashable, list[str]]) -> dict[Hashable, Safe
 class HealthColumn(admin.ModelAdmin):
     """A ``health`` column computed once for the whole changelist page, not per row."""
 
-    def deployment_names(self, rows: Iterable) -> dict[Hashable, list[str]]:
+    def deployment_names(self, rows: Iterable[Any]) -> dict[Hashable, list[str]]:
         raise NotImplementedError
 
-    def get_changelist_instance(self, request):
+    def get_changelist_instance(self, request: HttpRequest) -> ChangeList:
         changelist = super().get_changelist_instance(request)
         rows = list(changelist.result_list)  # the page; its queryset keeps these instances
         health = deployments_health(self.deployment_names(rows))
@@ -139,10 +143,11 @@ class HealthColumn(admin.ModelAdmin):
         return changelist
 
     @admin.display(description="Health")
-    def health(self, obj) -> SafeString:
+    def health(self, obj: Any) -> SafeString:
         if not hasattr(obj, "_health"):
             obj._health = deployments_health(self.deployment_names([obj]))[obj.pk]
-        return obj._health
+        health: SafeString = obj._health
+        return health
 
 
 class ProviderEndpointForm(forms.ModelForm):
@@ -158,7 +163,7 @@ class ProviderEndpointForm(forms.ModelForm):
         fields = ["name", "provider", "base_url", "api_key", "is_default", "is_active"]
 
     def save(self, commit: bool = True) -> ProviderEndpoint:
-        endpoint = super().save(commit=False)
+        endpoint: ProviderEndpoint = super().save(commit=False)
         if self.cleaned_data.get("api_key"):
             endpoint.api_key_encrypted = crypto.encrypt(self.cleaned_data["api_key"])
         if commit:
@@ -183,15 +188,19 @@ class ProviderEndpointAdmin(HealthColumn):
     list_filter = ["provider", "is_default", "is_active"]
     search_fields = ["name", "base_url"]
 
-    def get_queryset(self, request):
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ProviderEndpoint]:
         direct = LanguageModel.objects.filter(endpoint=OuterRef("pk"))
-        return super().get_queryset(request).annotate(_serves_models=Exists(direct))
+        endpoints: QuerySet[ProviderEndpoint] = super().get_queryset(request)
+        return endpoints.annotate(_serves_models=Exists(direct))
 
     def deployment_names(self, rows: Iterable[ProviderEndpoint]) -> dict[Hashable, list[str]]:
         """The deployment names an endpoint answers as: its deployments, plus its provider's
         name for models without deployments that it serves (as the default or by choice)."""
         names: dict[Hashable, list[str]] = {
-            row.pk: [row.provider] if row.is_default or row._serves_models else [] for row in rows
+            row.pk: [row.provider]
+            if row.is_default or getattr(row, "_serves_models", False)
+            else []
+            for row in rows
         }
         deployments = ModelDeployment.objects.filter(endpoint__in=names).values_list(
             "endpoint_id", "name"
@@ -249,7 +258,9 @@ class TraceAdmin(ReadOnlyAdmin):
     list_select_related = ["organization"]
     date_hierarchy = "created_at"
 
-    def get_search_results(self, request, queryset, search_term):
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Trace], search_term: str
+    ) -> tuple[QuerySet[Trace], bool]:
         # Ids are shown as tr_<hex>; the database's text form has neither prefix nor dashes.
         parsed = trace_ids.parse(search_term)
         if parsed is not None:
@@ -322,7 +333,7 @@ class TraceDeadLetterAdmin(ReadOnlyAdmin):
     def replay(self, request: HttpRequest, queryset: QuerySet[TraceDeadLetter]) -> None:
         try:
             stored, failing = dead_letters_replay(
-                letters=queryset, actor=request.user, request=request
+                letters=queryset, actor=operator(request), request=request
             )
         except StorageUnavailable as error:
             self.message_user(request, f"Nothing can be stored right now: {error}", messages.ERROR)
@@ -336,8 +347,10 @@ class TraceDeadLetterAdmin(ReadOnlyAdmin):
 
     def delete_model(self, request: HttpRequest, obj: TraceDeadLetter) -> None:
         dead_letters_discard(
-            letters=TraceDeadLetter.objects.filter(pk=obj.pk), actor=request.user, request=request
+            letters=TraceDeadLetter.objects.filter(pk=obj.pk),
+            actor=operator(request),
+            request=request,
         )
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[TraceDeadLetter]) -> None:
-        dead_letters_discard(letters=queryset, actor=request.user, request=request)
+        dead_letters_discard(letters=queryset, actor=operator(request), request=request)

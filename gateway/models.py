@@ -7,6 +7,7 @@ a flusher bulk-inserts them (see ``gateway/storage.py``).
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from django.db import models
 
@@ -75,10 +76,11 @@ class TraceIdField(models.UUIDField):
     """A UUID that also takes the public ``tr_<hex>`` spelling, so every lookup (ORM
     filters, the admin's search, URLs) accepts the id as users see it."""
 
-    def to_python(self, value):
+    def to_python(self, value: Any) -> uuid.UUID | None:
         if isinstance(value, str) and value[:3].lower() == trace_ids.PREFIX:
             value = value[3:]
-        return super().to_python(value)
+        parsed: uuid.UUID | None = super().to_python(value)
+        return parsed
 
 
 class Trace(models.Model):

@@ -6,8 +6,11 @@ extensions describe ``accounts.authentication`` and would sit as well beside it.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.plumbing import build_bearer_security_scheme_object
 
 
@@ -15,7 +18,7 @@ class ApiKeyScheme(OpenApiAuthenticationExtension):
     target_class = "accounts.authentication.ApiKeyAuthentication"
     name = "apiKey"
 
-    def get_security_definition(self, auto_schema):
+    def get_security_definition(self, auto_schema: AutoSchema) -> dict[str, Any]:
         scheme = build_bearer_security_scheme_object(
             header_name="Authorization", token_prefix="Bearer", bearer_format="sk-aqta-…"
         )
@@ -30,7 +33,7 @@ class DashboardSessionScheme(OpenApiAuthenticationExtension):
     target_class = "accounts.authentication.SessionAuthentication"
     name = "sessionCookie"
 
-    def get_security_definition(self, auto_schema):
+    def get_security_definition(self, auto_schema: AutoSchema) -> dict[str, Any]:
         return {
             "type": "apiKey",
             "in": "cookie",

@@ -6,7 +6,7 @@ gone for good, and a replay adds traces and usage after the fact.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -15,11 +15,14 @@ from compliance.services import audit_event_record
 from gateway import storage as traces
 from gateway.models import TraceDeadLetter
 
+if TYPE_CHECKING:
+    from accounts.models import User
+
 # Trace ids named in an audit event; a larger discard names the first ones and the count.
 AUDITED_IDS = 100
 
 
-def _audit(action: str, letters: list[TraceDeadLetter], data: dict[str, Any], **who) -> None:
+def _audit(action: str, letters: list[TraceDeadLetter], data: dict[str, Any], **who: Any) -> None:
     audit_event_record(
         action=action,
         data={**data, "trace_ids": [letter.trace_id for letter in letters[:AUDITED_IDS]]},
@@ -30,7 +33,7 @@ def _audit(action: str, letters: list[TraceDeadLetter], data: dict[str, Any], **
 def dead_letters_replay(
     *,
     letters: QuerySet[TraceDeadLetter],
-    actor=None,
+    actor: User | None = None,
     actor_label: str = "",
     request: HttpRequest | None = None,
 ) -> tuple[int, int]:
@@ -54,7 +57,7 @@ def dead_letters_replay(
 def dead_letters_discard(
     *,
     letters: QuerySet[TraceDeadLetter],
-    actor=None,
+    actor: User | None = None,
     actor_label: str = "",
     request: HttpRequest | None = None,
 ) -> int:

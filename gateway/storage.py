@@ -344,7 +344,8 @@ _alert_lock = threading.Lock()
 
 
 def describe(error: BaseException) -> str:
-    return fit(f"{type(error).__name__}: {error}", ERROR_LENGTH)
+    text: str = fit(f"{type(error).__name__}: {error}", ERROR_LENGTH)
+    return text
 
 
 def record_text(record: Any) -> str:
@@ -421,8 +422,8 @@ def dead_letters_replay(letters: Iterable[TraceDeadLetter]) -> tuple[int, int]:
     now = timezone.now()
     with transaction.atomic():
         TraceDeadLetter.objects.filter(pk__in=done).delete()
-        for letter, error in failing:
+        for letter, reason in failing:
             TraceDeadLetter.objects.filter(pk=letter.pk).update(
-                error=error, attempts=F("attempts") + 1, last_attempt_at=now
+                error=reason, attempts=F("attempts") + 1, last_attempt_at=now
             )
     return len(done), len(failing)

@@ -78,7 +78,9 @@ def plan_reply(body: Mapping[str, Any], *, reply_text: str, chunks: int) -> Repl
     if tool is not None:
         return tool_reply(str(tool.get("name", "")), tool.get("parameters"), limit)
     response_format = body.get("response_format")
-    kind = response_format.get("type") if isinstance(response_format, dict) else None
+    if not isinstance(response_format, dict):
+        response_format = {}
+    kind = response_format.get("type")
     if kind == "json_schema":
         schema = (response_format.get("json_schema") or {}).get("schema") or {}
         return json_reply(schema, limit)
@@ -142,7 +144,8 @@ def _tool_to_call(body: Mapping[str, Any]) -> dict[str, Any] | None:
     if not functions:
         return None
     wanted = choice.get("function", {}).get("name") if isinstance(choice, dict) else None
-    return next((f for f in functions if f.get("name") == wanted), functions[0])
+    found: dict[str, Any] = next((f for f in functions if f.get("name") == wanted), functions[0])
+    return found
 
 
 def _fragments(text: str) -> tuple[str, ...]:

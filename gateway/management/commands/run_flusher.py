@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -20,7 +21,7 @@ from gateway.dataplane.buffer import RedisBuffer
 class Command(BaseCommand):
     help = "Flush gateway traces from Redis to the database until SIGTERM/SIGINT."
 
-    def handle(self, *args, **options) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:
         if not aqta_redis.enabled():
             raise CommandError("run_flusher needs REDIS_URL (embedded workers flush themselves).")
         asyncio.run(self._run())

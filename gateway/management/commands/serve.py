@@ -17,10 +17,11 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandParser
 
 # Where the mock speaks each provider's protocol (base URLs as each adapter expects them).
 MOCK_PATHS = {"OPENAI": "/v1", "ANTHROPIC": "", "GEMINI": "", "PERPLEXITY": "/perplexity"}
@@ -29,7 +30,8 @@ MOCK_PATHS = {"OPENAI": "/v1", "ANTHROPIC": "", "GEMINI": "", "PERPLEXITY": "/pe
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 PR_SET_PDEATHSIG = 1
@@ -89,12 +91,12 @@ class Command(BaseCommand):
     # PROMETHEUS_MULTIPROC_DIR (set below); `make run` has just migrated and checked.
     requires_system_checks: list[str] = []
 
-    def add_arguments(self, parser) -> None:
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000)
 
-    def handle(self, *args, host: str, port: int, **options) -> None:
-        children: list[subprocess.Popen] = []
+    def handle(self, *args: Any, host: str, port: int, **options: Any) -> None:
+        children: list[subprocess.Popen[bytes]] = []
         previous = {signum: signal.signal(signum, h) for signum, h in EXIT_HANDLERS.items()}
         try:
             self._serve(host, port, children)

@@ -3,7 +3,9 @@ does, for scripts and for hosts without the admin)."""
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from gateway.models import TraceDeadLetter
 from gateway.services import dead_letters_discard, dead_letters_replay
@@ -13,7 +15,7 @@ from gateway.storage import StorageUnavailable
 class Command(BaseCommand):
     help = "List trace dead letters; --replay stores them again, --discard deletes them."
 
-    def add_arguments(self, parser) -> None:
+    def add_arguments(self, parser: CommandParser) -> None:
         action = parser.add_mutually_exclusive_group()
         action.add_argument("--replay", action="store_true", help="Try to store them again.")
         action.add_argument("--discard", action="store_true", help="Delete them for good.")
@@ -21,7 +23,9 @@ class Command(BaseCommand):
             "ids", nargs="*", type=int, help="Dead letter ids (default: every one)."
         )
 
-    def handle(self, *args, replay: bool, discard: bool, ids: list[int], **options) -> None:
+    def handle(
+        self, *args: Any, replay: bool, discard: bool, ids: list[int], **options: Any
+    ) -> None:
         letters = TraceDeadLetter.objects.all()
         if ids:
             letters = letters.filter(pk__in=ids)

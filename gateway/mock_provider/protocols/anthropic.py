@@ -205,7 +205,7 @@ def request_problem(body: Mapping[str, Any]) -> str | None:
         or _max_tokens_problem(body.get("max_tokens"))
         or _messages_problem(messages)
         or _options_problem(body)
-        or _tool_pairing_problem(messages)
+        or _tool_pairing_problem(messages or [])
     )
 
 
@@ -334,7 +334,7 @@ def _tool_to_call(body: Mapping[str, Any]) -> dict[str, Any] | None:
     kind = choice.get("type", "auto") if isinstance(choice, dict) else "auto"
     if not tools or kind == "none":
         return None
-    if kind == "tool":
+    if kind == "tool" and isinstance(choice, dict):
         return next((t for t in tools if t["name"] == choice.get("name")), tools[0])
     if kind == "any":
         return tools[0]
