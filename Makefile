@@ -13,7 +13,7 @@ LEGACY_VENV := $(VENV)/legacy-openai
 LEGACY_STAMP := $(LEGACY_VENV)/.installed-stamp
 NODE_STAMP := $(DOC_EXAMPLES)/node_modules/.installed-stamp
 
-.PHONY: install clients run test lint format ci clean
+.PHONY: install clients run test lint typecheck format ci clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Aqta needs Python 3.11 or newer")'
@@ -51,9 +51,13 @@ test: install clients
 	AQTA_ENCRYPTION_KEYS=$${AQTA_ENCRYPTION_KEYS:-dHR0dHR0dHR0dHR0dHR0dHR0dHR0dHR0dHR0dHR0dHQ=} \
 	$(BIN)/pytest
 
-lint: install
+lint: install typecheck
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# mypy with the Django plugin, which loads the embedded settings (never a real database).
+typecheck: install
+	env -u DATABASE_URL -u REDIS_URL $(BIN)/mypy
 
 format: install
 	$(BIN)/ruff check --fix .
@@ -63,4 +67,4 @@ ci:
 	bash .ci/run
 
 clean:
-	rm -rf $(VENV) $(DOC_EXAMPLES)/node_modules staticfiles .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(DOC_EXAMPLES)/node_modules staticfiles .pytest_cache .ruff_cache .mypy_cache
