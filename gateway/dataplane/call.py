@@ -49,7 +49,8 @@ class Call:
     route: Route | None = None
     ask: policy.Ask | None = None
     admission: policy.Admission | None = None
-    # The deployment serving the call: the first choice once routed, then the one that
+    # The deployment serving the call: the model's provider kind while it is being routed
+    # (what a refused call records), the first choice once routed, then the one that
     # answered (or the one a cached answer came from). Shown as ``aqta.provider``.
     deployment: str = ""
     usage: Usage = field(default_factory=Usage)

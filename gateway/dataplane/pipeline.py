@@ -52,7 +52,11 @@ async def _admitted(
         call.record = await authenticate(rt.keys, scope)
         call.body = parse(scope, call.raw)
         call.stream = bool(call.body.get("stream"))
-        call.route = route.route(rt.catalog, call.record, call.body, call.ts)
+        model = route.model_of(rt.catalog, call.body)
+        # A call refused from here on (model not allowed, no provider, a parameter the
+        # provider cannot honour) is still traced with the provider of the model it asked for.
+        call.deployment = model.provider
+        call.route = route.route(rt.catalog, call.record, model, call.body, call.ts)
         call.deployment = call.route.targets[0].deployment.name
         await admit.admit(rt, call)
     except AqtaError as refusal:

@@ -14,6 +14,8 @@ from typing import Any
 import orjson
 import pytest
 import time_machine
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from aqta.errors import AqtaError
@@ -482,6 +484,48 @@ def test_a_json_schema_that_is_not_an_object_is_refused():
     assert refusal(body(response_format=response_format)).param == (
         "response_format.json_schema.schema"
     )
+
+
+SCHEMA_WORDS = ["type", "properties", "items", "allOf", "anyOf", "oneOf", "required", "enum",
+                "$ref", "$defs", "additionalProperties"]  # fmt: skip
+# JSON-ish schemas: objects keyed mostly by JSON Schema keywords, with any values at all.
+arbitrary_schemas = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-3, 3),
+        st.text(max_size=4),
+        st.sampled_from(["object", "array", "#", "#/$defs/A"]),
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.dictionaries(st.sampled_from([*SCHEMA_WORDS, "A", "a"]), inner, max_size=5),
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(schema=arbitrary_schemas, where=st.sampled_from(["response_format", "tools"]))
+def test_any_schema_is_passed_on_or_refused_with_a_400_never_a_crash(schema, where):
+    """Anthropic validates schemas itself: the translation only insists on an object schema
+    at the top and sends it as it came (``type: object`` added when left out)."""
+    if where == "tools":
+        request = body(
+            tools=[{"type": "function", "function": {"name": "f", "parameters": schema}}]
+        )
+    else:
+        json_schema = {"name": "r", "schema": schema}
+        request = body(response_format={"type": "json_schema", "json_schema": json_schema})
+    try:
+        provider.check_request(request)
+    except AqtaError as error:
+        assert error.status == 400
+        assert error.param.startswith(where)
+        return
+    sent_schema = sent(request)["tools"][0]["input_schema"]
+    if isinstance(schema, dict) and schema:
+        assert sent_schema == {"type": "object", **schema}
 
 
 def test_a_json_answer_with_client_tools_lets_the_model_pick_a_tool_or_the_answer():

@@ -14,12 +14,14 @@ from pathlib import Path
 import orjson
 import pytest
 import time_machine
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from aqta.errors import AqtaError
+from aqta.errors import AqtaError, ErrorCode
 from billing.pricing import Usage
 from gateway.dataplane.catalog import Deployment, Endpoint
 from gateway.dataplane.providers.base import StreamState
-from gateway.dataplane.providers.gemini import GeminiProvider, gemini_schema
+from gateway.dataplane.providers.gemini import GeminiProvider, gemini_request_body, gemini_schema
 from gateway.dataplane.providers.gemini import response as gemini_response
 from gateway.dataplane.steps.answer import delta_text as _delta_text
 from gateway.tests.streams import client_events
@@ -716,6 +718,150 @@ def test_a_recursive_schema_is_refused(schema):
 
     assert error.param == "response_format.json_schema.schema"
     assert "refers to itself" in error.message
+
+
+@pytest.mark.parametrize(
+    ("schema", "place"),
+    [
+        ({"allOf": [{"properties": "oops"}]}, "allOf[0].properties"),
+        ({"type": "object", "properties": {"a": "oops"}}, "properties.a"),
+        ({"type": "object", "properties": ["a"]}, "properties"),
+        ({"properties": {"a": {"type": "array", "items": 5}}}, "properties.a.items"),
+        ({"items": [{"type": "string"}, "x"]}, "items[1]"),
+        ({"allOf": {"type": "object"}}, "allOf"),
+        ({"anyOf": "string"}, "anyOf"),
+        ({"oneOf": [{"type": "string"}, 3]}, "oneOf[1]"),
+        ({"allOf": [{"required": {"a": 1}}]}, "allOf[0].required"),
+        ({"properties": {"a": {}}, "required": "a"}, "required"),
+        ({"properties": {"a": {}}, "required": [["a"]]}, "required"),
+        ({"enum": "red"}, "enum"),
+        ({"type": {"name": "string"}}, "type"),
+        ({"type": ["string", 1]}, "type"),
+        ({"type": "string", "format": ["date-time"]}, "format"),
+        ({"nullable": "yes"}, "nullable"),
+        ({"description": {"text": "x"}}, "description"),
+        ({"type": "array", "minItems": "1"}, "minItems"),
+        ({"$ref": None}, "$ref"),
+        ({"$defs": ["A"]}, "$defs"),
+        ({"$ref": "#/$defs/A", "$defs": {"A": 7}}, "$defs.A"),
+        ({"$ref": "#/$defs/A", "$defs": {"A": {"properties": 1}}}, "properties"),
+        ({"properties": {"a": {"properties": {"b": {"anyOf": [{"items": {"enum": 1}}]}}}}},
+         "properties.a.properties.b.anyOf[0].items.enum"),
+    ],
+    ids=["allOf-properties", "property", "properties-list", "items", "tuple-item",
+         "allOf-object", "anyOf-string", "oneOf-member", "allOf-required", "required-string",
+         "required-member", "enum", "type-object", "type-member", "format", "nullable",
+         "description", "minItems", "ref-null", "defs-list", "definition", "referenced",
+         "deep"],
+)  # fmt: skip
+@pytest.mark.parametrize("where", ["response_format", "tools"])
+def test_a_malformed_schema_is_a_400_naming_the_parameter_and_the_place(schema, place, where):
+    if where == "tools":
+        function = {"name": "f", "parameters": {"type": "object", **schema}}
+        body, param = {"tools": [{"type": "function", "function": function}]}, "tools[0]"
+        param += ".function.parameters"
+    else:
+        json_schema = {"name": "r", "schema": schema}
+        body = {"response_format": {"type": "json_schema", "json_schema": json_schema}}
+        param = "response_format.json_schema.schema"
+
+    error = refusal(body)
+
+    assert (error.status, error.type, error.code) == (
+        400,
+        "invalid_request_error",
+        ErrorCode.INVALID_PARAMETER,
+    )
+    assert error.param == param
+    assert f"at {place}," in error.message
+
+
+def test_boolean_and_tuple_sub_schemas_are_loosened_not_refused():
+    schema = {
+        "type": "object",
+        "properties": {"any": True, "none": False, "pair": {"type": "array", "items": [True, {}]}},
+    }
+
+    assert gemini_schema(schema, param="p") == {
+        "type": "OBJECT",
+        "properties": {"any": {}, "none": {}, "pair": {"type": "ARRAY"}},
+    }  # fmt: skip
+
+
+def _chain(length: int, keyword: str) -> dict:
+    """A schema whose definitions refer each to the next, ``length`` deep."""
+    defs = {f"D{i}": {keyword: {"$ref": f"#/$defs/D{i + 1}"}} for i in range(length)}
+    if keyword == "allOf":
+        defs = {f"D{i}": {"allOf": [{"$ref": f"#/$defs/D{i + 1}"}]} for i in range(length)}
+    return {"$ref": "#/$defs/D0", "$defs": {**defs, f"D{length}": {"type": "string"}}}
+
+
+@pytest.mark.parametrize("keyword", ["items", "allOf"])
+def test_a_schema_nested_too_deep_through_references_is_refused(keyword):
+    assert gemini_schema(_chain(50, keyword), param="p")  # deep, but within the bound
+    response_format = {"type": "json_schema", "json_schema": {"name": "r", "schema": {}}}
+    response_format["json_schema"]["schema"] = _chain(5000, keyword)
+
+    error = refusal({"response_format": response_format})
+
+    assert error.param == "response_format.json_schema.schema"
+    assert "nested more than 100 levels" in error.message
+
+
+def test_a_schema_that_explodes_once_references_are_inlined_is_refused():
+    # Each definition uses the next twice: 2**40 parts inlined, from 40 definitions.
+    defs = {
+        f"D{i}": {"properties": {"a": {"$ref": f"#/$defs/D{i + 1}"},
+                                 "b": {"$ref": f"#/$defs/D{i + 1}"}}}
+        for i in range(40)
+    }  # fmt: skip
+    schema = {"$ref": "#/$defs/D0", "$defs": {**defs, "D40": {"type": "string"}}}
+    response_format = {"type": "json_schema", "json_schema": {"name": "r", "schema": schema}}
+
+    error = refusal({"response_format": response_format})
+
+    assert "more than 10000 parts" in error.message
+
+
+SCHEMA_WORDS = ["type", "properties", "items", "allOf", "anyOf", "oneOf", "required", "enum",
+                "const", "$ref", "$defs", "definitions", "nullable", "format", "description",
+                "minItems", "maximum", "additionalProperties"]  # fmt: skip
+schema_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 3),
+    st.floats(allow_nan=False),
+    st.text(max_size=4),
+    st.sampled_from(["object", "array", "string", "null", "#", "#/$defs/A", "#/definitions/B"]),
+)
+# JSON-ish schemas: objects keyed mostly by the keywords the conversion reads, any values.
+arbitrary_schemas = st.recursive(
+    schema_scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.dictionaries(st.sampled_from([*SCHEMA_WORDS, "A", "B", "a"]), inner, max_size=5),
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=400, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(schema=arbitrary_schemas, where=st.sampled_from(["response_format", "tools"]))
+def test_any_schema_is_translated_or_refused_with_a_400_never_a_crash(schema, where):
+    if where == "tools":
+        tool = {"type": "function", "function": {"name": "f", "parameters": schema}}
+        body = {"model": MODEL, "messages": HELLO, "tools": [tool]}
+    else:
+        json_schema = {"name": "r", "schema": schema}
+        body = {"model": MODEL, "messages": HELLO,
+                "response_format": {"type": "json_schema", "json_schema": json_schema}}  # fmt: skip
+    try:
+        provider.check_request(body)
+    except AqtaError as error:
+        assert error.status == 400
+        assert error.param.startswith(where)
+    else:
+        orjson.dumps(gemini_request_body(body))  # and what is sent is JSON
 
 
 def test_tool_parameters_are_converted_without_property_ordering():

@@ -55,6 +55,28 @@ def test_the_monthly_quota_answers_402_and_refusals_do_not_count(gw, make_key):
     assert blocked
 
 
+def test_a_refused_call_is_traced_with_the_provider_of_the_model_it_asked_for(gw, make_key):
+    secret, api_key = make_key(
+        key_options={"allowed_models": ["gpt-4o-mini", "claude-3-haiku-20240307"]}
+    )
+    client = gw.sdk(secret)
+    with pytest.raises(openai.PermissionDeniedError):
+        client.chat.completions.create(model="gpt-4o", messages=_messages())
+    with pytest.raises(openai.BadRequestError):  # refused by the Anthropic adapter
+        client.chat.completions.create(model="claude-3-haiku-20240307", messages=_messages(), n=2)
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="no-such-model", messages=_messages())
+
+    traces = Trace.objects.filter(api_key=api_key)
+    assert wait_for(lambda: traces.count() == 3)
+    assert {(t.model, t.error_code, t.provider, t.status) for t in traces} == {
+        ("gpt-4o", "model_not_allowed", "openai", "blocked"),
+        ("claude-3-haiku-20240307", "unsupported_parameter", "anthropic", "blocked"),
+        ("no-such-model", "model_not_found", "", "blocked"),  # no model, no provider
+    }
+    assert _stats(gw)["chat_requests"] == 0
+
+
 def test_the_budget_guard_refuses_what_the_budget_cannot_cover(gw, make_key):
     # gpt-4o: a 1,000-token answer costs about EUR 0.0087; the budget covers none of it.
     secret, _ = make_key(monthly_budget_eur="0.001")

@@ -13,11 +13,18 @@ from gateway.dataplane.catalog import Catalog, ModelEntry
 from gateway.dataplane.providers import adapter_for
 
 
-def route(catalog: Catalog, record: KeyRecord, body: dict[str, Any], at: float) -> Route:
-    name = body["model"]
-    model = catalog.models.get(name)
+def model_of(catalog: Catalog, body: dict[str, Any]) -> ModelEntry:
+    """The catalogue entry of the model asked for (an alias gives its model's)."""
+    model = catalog.models.get(body["model"])
     if model is None:
-        raise model_not_found(name)
+        raise model_not_found(body["model"])
+    return model
+
+
+def route(
+    catalog: Catalog, record: KeyRecord, model: ModelEntry, body: dict[str, Any], at: float
+) -> Route:
+    name = body["model"]
     if not allowed(record, model, name):
         raise AqtaError(
             f"Your plan or key does not allow `{name}`.",

@@ -33,10 +33,13 @@ class Command(BaseCommand):
             loop.add_signal_handler(signum, stop.set)
         client = aqta_redis.async_client()
         reader = aqta_redis.async_client(socket_timeout=5)
+        buffer = RedisBuffer(client, reader)
         self.stderr.write("trace flusher running")
         try:
-            await RedisBuffer(client, reader).run(stop)
+            await buffer.run(stop)  # flushes once more when stopped
         finally:
+            # As the workers shut down (Runtime.close): the buffer closes its own reader,
+            # then the client it was lent.
+            await buffer.aclose()
             await client.aclose()
-            await reader.aclose()
         self.stderr.write("trace flusher stopped")

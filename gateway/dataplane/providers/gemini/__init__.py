@@ -42,7 +42,9 @@ token ids), ``parallel_tool_calls: false`` with several tools (Gemini has no suc
 ``functions``/``function_call`` and ``function`` messages (legacy; use tools), non-function
 tools and tool choices, ``audio``/``modalities`` other than text, ``web_search_options``,
 unknown roles and content parts, tool results for an unknown ``tool_call_id``, malformed
-``arguments``, and recursive ``$ref`` schemas.
+``arguments``, recursive ``$ref`` schemas and schemas too deep or too large once inlined
+(``schema.MAX_DEPTH``, ``schema.MAX_NODES``). A malformed schema (a keyword read with the
+wrong JSON type) is a 400 ``invalid_parameter`` naming the parameter.
 
 Answers: ``chatcmpl-<responseId>`` ids, the client's model name, candidates → ``choices[i]``
 (text parts that are not thoughts joined; ``functionCall`` → ``tool_calls`` with JSON-string

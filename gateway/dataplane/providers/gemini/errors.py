@@ -13,6 +13,11 @@ def bad(message: str, param: str) -> AqtaError:
     return refusal(message, param)
 
 
+def invalid(message: str, param: str) -> AqtaError:
+    """A malformed value (not one Gemini cannot honour): 400 ``invalid_parameter``."""
+    return AqtaError(message, param=param)
+
+
 def unsupported(param: str, why: str) -> AqtaError:
     return refusal(f"{param} is not supported for Gemini models: {why}", param)
 
