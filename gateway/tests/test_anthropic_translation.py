@@ -521,7 +521,7 @@ def test_any_schema_is_passed_on_or_refused_with_a_400_never_a_crash(schema, whe
         provider.check_request(request)
     except AqtaError as error:
         assert error.status == 400
-        assert error.param.startswith(where)
+        assert error.param is not None and error.param.startswith(where)
         return
     sent_schema = sent(request)["tools"][0]["input_schema"]
     if isinstance(schema, dict) and schema:

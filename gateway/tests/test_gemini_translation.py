@@ -10,6 +10,7 @@ import json
 import random
 import re
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -756,6 +757,7 @@ def test_a_recursive_schema_is_refused(schema):
 )  # fmt: skip
 @pytest.mark.parametrize("where", ["response_format", "tools"])
 def test_a_malformed_schema_is_a_400_naming_the_parameter_and_the_place(schema, place, where):
+    body: dict[str, Any]
     if where == "tools":
         function = {"name": "f", "parameters": {"type": "object", **schema}}
         body, param = {"tools": [{"type": "function", "function": function}]}, "tools[0]"
@@ -790,7 +792,9 @@ def test_boolean_and_tuple_sub_schemas_are_loosened_not_refused():
 
 def _chain(length: int, keyword: str) -> dict:
     """A schema whose definitions refer each to the next, ``length`` deep."""
-    defs = {f"D{i}": {keyword: {"$ref": f"#/$defs/D{i + 1}"}} for i in range(length)}
+    defs: dict[str, Any] = {
+        f"D{i}": {keyword: {"$ref": f"#/$defs/D{i + 1}"}} for i in range(length)
+    }
     if keyword == "allOf":
         defs = {f"D{i}": {"allOf": [{"$ref": f"#/$defs/D{i + 1}"}]} for i in range(length)}
     return {"$ref": "#/$defs/D0", "$defs": {**defs, f"D{length}": {"type": "string"}}}
@@ -799,7 +803,7 @@ def _chain(length: int, keyword: str) -> dict:
 @pytest.mark.parametrize("keyword", ["items", "allOf"])
 def test_a_schema_nested_too_deep_through_references_is_refused(keyword):
     assert gemini_schema(_chain(50, keyword), param="p")  # deep, but within the bound
-    response_format = {"type": "json_schema", "json_schema": {"name": "r", "schema": {}}}
+    response_format: dict[str, Any] = {"type": "json_schema", "json_schema": {"name": "r"}}
     response_format["json_schema"]["schema"] = _chain(5000, keyword)
 
     error = refusal({"response_format": response_format})
@@ -848,6 +852,7 @@ arbitrary_schemas = st.recursive(
 @settings(max_examples=400, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 @given(schema=arbitrary_schemas, where=st.sampled_from(["response_format", "tools"]))
 def test_any_schema_is_translated_or_refused_with_a_400_never_a_crash(schema, where):
+    body: dict[str, Any]
     if where == "tools":
         tool = {"type": "function", "function": {"name": "f", "parameters": schema}}
         body = {"model": MODEL, "messages": HELLO, "tools": [tool]}
@@ -859,7 +864,7 @@ def test_any_schema_is_translated_or_refused_with_a_400_never_a_crash(schema, wh
         provider.check_request(body)
     except AqtaError as error:
         assert error.status == 400
-        assert error.param.startswith(where)
+        assert error.param is not None and error.param.startswith(where)
     else:
         orjson.dumps(gemini_request_body(body))  # and what is sent is JSON
 
