@@ -16,10 +16,11 @@ from accounts.models import Membership, Organization
 from aqta.errors import not_found
 from gateway import crypto, trace_ids
 from gateway.analytics import selectors
+from gateway.analytics.rollups import Bucket
 from gateway.models import Trace, TraceContent
 
 # Period: (heading, selector label, hours or days covered including the current one, bucket).
-PERIODS = {
+PERIODS: dict[str, tuple[str, str, int, Bucket]] = {
     "24h": ("Last 24 hours", "24 h", 24, "hour"),
     "7d": ("Last 7 days", "7 days", 7, "day"),
     "30d": ("Last 30 days", "30 days", 30, "day"),
@@ -27,7 +28,7 @@ PERIODS = {
 DEFAULT_PERIOD = "7d"
 
 
-def _percent(part, whole) -> int | None:
+def _percent(part: int | Decimal, whole: int | Decimal | None) -> int | None:
     """Share of a quota or budget used, capped at 100; None when there is no limit."""
     if whole is None:
         return None
@@ -47,7 +48,7 @@ def month_summary(*, organization: Organization) -> dict[str, Any]:
     }
 
 
-def _window(period: str, now: datetime) -> tuple[datetime | date, datetime | date, str]:
+def _window(period: str, now: datetime) -> tuple[datetime | date, datetime | date, Bucket]:
     _, _, count, bucket = PERIODS[period]
     if bucket == "hour":
         # Whole hours, the current one last (analytics counts every hour a range touches).
@@ -61,9 +62,10 @@ def _window(period: str, now: datetime) -> tuple[datetime | date, datetime | dat
 def usage_summary(*, organization: Organization, period: str, now: datetime) -> dict[str, Any]:
     """Totals, breakdowns and chart series (JSON-ready) of one of the ``PERIODS``."""
     start, end, bucket = _window(period, now)
-    window = {"organization": organization, "start": start, "end": end}
-    series = selectors.usage_series(**window, bucket=bucket)
-    by_model = selectors.usage_by(**window, dimension="model")
+    series = selectors.usage_series(organization=organization, start=start, end=end, bucket=bucket)
+    by_model = selectors.usage_by(
+        organization=organization, start=start, end=end, dimension="model"
+    )
     chart = {
         "bucket": bucket,
         "labels": [row["ts"] for row in series],
@@ -89,7 +91,9 @@ def usage_summary(*, organization: Organization, period: str, now: datetime) -> 
         "totals": totals,
         "chart": chart,
         "by_model": by_model,
-        "by_key": selectors.usage_by(**window, dimension="key"),
+        "by_key": selectors.usage_by(
+            organization=organization, start=start, end=end, dimension="key"
+        ),
     }
 
 

@@ -7,6 +7,7 @@ cannot forget the owner/admin rule: members read, owners and admins change.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from django.db import transaction
 
@@ -104,7 +105,7 @@ def _validate_settings(organization: Organization, values: dict) -> None:
 
 @transaction.atomic
 def organization_settings_update(
-    *, organization: Organization, actor: Membership, **values
+    *, organization: Organization, actor: Membership, **values: Any
 ) -> Organization:
     """Change the settings an organisation manages itself (never its tier or quota).
 

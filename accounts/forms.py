@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time
+from typing import Any
 
 from django import forms
 from django.utils import timezone
@@ -14,9 +15,16 @@ from gateway.models import TraceStatus
 
 
 class DashboardForm(forms.Form):
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("label_suffix", "")
         super().__init__(*args, **kwargs)
+
+    def _choices(self, name: str) -> forms.ChoiceField:
+        """The choice field ``name`` of this form instance, to set its choices."""
+        field = self.fields[name]
+        if not isinstance(field, forms.ChoiceField):
+            raise TypeError(f"{name} is not a choice field")
+        return field
 
 
 class ApiKeyCreateForm(DashboardForm):
@@ -53,19 +61,19 @@ class ApiKeyCreateForm(DashboardForm):
         help_text="Optional. None ticked = every model the tier allows.",
     )
 
-    def __init__(self, *args, models: list[LanguageModel], **kwargs) -> None:
+    def __init__(self, *args: Any, models: list[LanguageModel], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["allowed_models"].choices = [
+        self._choices("allowed_models").choices = [
             (m.model_id, m.display_name or m.model_id) for m in models
         ]
 
     def clean_expires_on(self) -> date | None:
-        value = self.cleaned_data["expires_on"]
+        value: date | None = self.cleaned_data["expires_on"]
         if value is not None and value <= timezone.now().date():
             raise forms.ValidationError("Pick a day after today.")
         return value
 
-    def service_arguments(self) -> dict:
+    def service_arguments(self) -> dict[str, Any]:
         data = self.cleaned_data
         expires = data["expires_on"]
         return {
@@ -106,7 +114,7 @@ class OrganizationSettingsForm(DashboardForm):
         required=False, min_value=1, label="Loop guard: window (seconds)"
     )
 
-    def __init__(self, *args, organization: Organization, **kwargs) -> None:
+    def __init__(self, *args: Any, organization: Organization, **kwargs: Any) -> None:
         kwargs.setdefault(
             "initial", {name: getattr(organization, name) for name in self.base_fields}
         )
@@ -140,10 +148,10 @@ class MemberAddForm(DashboardForm):
     )
     role = forms.ChoiceField(choices=Role.choices, initial=Role.MEMBER)
 
-    def __init__(self, *args, can_grant_owner: bool, **kwargs) -> None:
+    def __init__(self, *args: Any, can_grant_owner: bool, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if not can_grant_owner:
-            self.fields["role"].choices = [c for c in Role.choices if c[0] != Role.OWNER]
+            self._choices("role").choices = [c for c in Role.choices if c[0] != Role.OWNER]
 
 
 class MemberRoleForm(DashboardForm):
@@ -172,23 +180,24 @@ class TraceFilterForm(DashboardForm):
     error_code = forms.CharField(required=False, max_length=40, label="Error code")
 
     def __init__(
-        self, *args, api_keys: list[ApiKey], models: list[LanguageModel], **kwargs
+        self, *args: Any, api_keys: list[ApiKey], models: list[LanguageModel], **kwargs: Any
     ) -> None:
         super().__init__(*args, **kwargs)
         self.model_suggestions = [m.model_id for m in models]
         self.provider_suggestions = Provider.values
-        self.fields["api_key"].choices = [("", "Any")] + [
+        self._choices("api_key").choices = [("", "Any")] + [
             (str(k.pk), f"{k.name} ({k.masked})") for k in api_keys
         ]
 
-    def clean(self) -> dict:
-        data = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        data = self.cleaned_data
         start, end = data.get("start"), data.get("end")
         if start and end and start > end:
             self.add_error("end", "The end date is before the start date.")
         return data
 
-    def filters(self) -> dict:
+    def filters(self) -> dict[str, Any]:
         """The valid, non-empty filters (dates are whole UTC days, both ends included)."""
         if not self.is_valid():
             return {}

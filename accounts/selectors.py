@@ -30,7 +30,7 @@ def api_key_list(*, organization: Organization) -> QuerySet[ApiKey]:
     return ApiKey.objects.filter(organization=organization).select_related("created_by")
 
 
-def api_key_get(*, organization: Organization, key_id: str) -> ApiKey:
+def api_key_get(*, organization: Organization, key_id: str | uuid.UUID) -> ApiKey:
     """A key of ``organization``; any other id (another org's, malformed) is a 404."""
     try:
         pk = uuid.UUID(str(key_id))

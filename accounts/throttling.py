@@ -6,15 +6,20 @@ import ipaddress
 from collections.abc import Callable
 
 from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest
 from django_ratelimit.core import get_usage
+from rest_framework.request import Request
 
 from aqta.errors import AqtaError, ErrorCode
 
 # One IPv6 subscriber usually holds a whole /64: count it as one address.
 IPV6_PREFIX = 64
 
+# A fixed key, or a function of (group, request), as django-ratelimit takes it.
+ThrottleKey = str | Callable[[str, HttpRequest | Request], str]
 
-def client_ip(group: str, request) -> str:
+
+def client_ip(group: str, request: HttpRequest | Request) -> str:
     """The per-IP throttle key: the client's address, an IPv6 one by its /64.
 
     Without an address (a server on a Unix socket that sets none) the request is refused
@@ -31,7 +36,7 @@ def client_ip(group: str, request) -> str:
     return str(address)
 
 
-def throttle(request, *, group: str, rate: str, key: str | Callable) -> None:
+def throttle(request: HttpRequest | Request, *, group: str, rate: str, key: ThrottleKey) -> None:
     """Count this request in ``group``; over ``rate`` it is refused with 429.
 
     Counts are kept per HTTP method set, like django-ratelimit's decorator with

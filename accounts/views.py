@@ -7,10 +7,13 @@ owners and admins change settings and members (the services enforce it too).
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import wraps
+from typing import Concatenate, ParamSpec
 
+from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -26,6 +29,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts import dashboard_services as org_services
 from accounts.api.base import SESSION_ORGANIZATION
+from accounts.authentication import request_user
 from accounts.dashboard_selectors import (
     DEFAULT_PERIOD,
     PERIODS,
@@ -44,7 +48,7 @@ from accounts.forms import (
     OrganizationSwitchForm,
     TraceFilterForm,
 )
-from accounts.models import Membership, Organization, Role
+from accounts.models import ApiKey, Membership, Organization, Role
 from accounts.selectors import api_key_get, api_key_list, membership_get, memberships_for_user
 from accounts.services import api_key_create, api_key_revoke
 from accounts.throttling import throttle
@@ -53,6 +57,8 @@ from billing.selectors import models_for_tier
 from gateway.analytics import rollups, selectors
 
 TRACES_PER_PAGE = 25
+
+P = ParamSpec("P")
 
 
 @dataclass(frozen=True)
@@ -72,7 +78,7 @@ class Current:
 
 
 def _current(request: HttpRequest) -> Current | None:
-    memberships = list(memberships_for_user(user=request.user))
+    memberships = list(memberships_for_user(user=request_user(request)))
     if not memberships:
         return None
     wanted = request.session.get(SESSION_ORGANIZATION)
@@ -84,13 +90,20 @@ def _current(request: HttpRequest) -> Current | None:
     return Current(membership=membership, memberships=memberships)
 
 
-def page(section: str) -> Callable:
+def page(
+    section: str,
+) -> Callable[
+    [Callable[Concatenate[HttpRequest, Current, P], HttpResponse]],
+    Callable[Concatenate[HttpRequest, P], HttpResponse],
+]:
     """Signed in, with an organisation; AqtaErrors become 404/403 pages; never cached."""
 
-    def decorate(view: Callable) -> Callable:
+    def decorate(
+        view: Callable[Concatenate[HttpRequest, Current, P], HttpResponse],
+    ) -> Callable[Concatenate[HttpRequest, P], HttpResponse]:
         @login_required
         @wraps(view)
-        def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        def wrapper(request: HttpRequest, /, *args: P.args, **kwargs: P.kwargs) -> HttpResponse:
             current = _current(request)
             if current is None:
                 response = render(request, "dashboard/no_organization.html", status=200)
@@ -141,7 +154,7 @@ def _require_manager(request: HttpRequest, current: Current) -> HttpResponse | N
     )
 
 
-def _form_error(form, error: AqtaError) -> None:
+def _form_error(form: forms.Form, error: AqtaError) -> None:
     form.add_error(error.param if error.param in form.fields else None, error.message)
 
 
@@ -161,9 +174,10 @@ def organization_switch(request: HttpRequest) -> HttpResponse:
     form = OrganizationSwitchForm(request.POST)
     if not form.is_valid():
         raise Http404("No such organisation.")
+    user = request_user(request)
     try:
         membership = membership_get(
-            user=request.user, organization_id=str(form.cleaned_data["organization_id"])
+            user=user, organization_id=str(form.cleaned_data["organization_id"])
         )
     except AqtaError:
         raise Http404("No such organisation.") from None
@@ -215,19 +229,27 @@ def usage(request: HttpRequest, current: Current) -> HttpResponse:
 # --- API keys ----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class KeyRow:
+    """A key as the keys page lists it."""
+
+    key: ApiKey
+    status: str  # "active", "revoked" or "expired"
+    can_revoke: bool
+
+
 def _keys_page(
-    request: HttpRequest, current: Current, form: ApiKeyCreateForm, **extra
+    request: HttpRequest, current: Current, form: ApiKeyCreateForm, **extra: object
 ) -> HttpResponse:
-    keys = list(api_key_list(organization=current.organization))
     now = timezone.now()
-    for key in keys:
-        key.status = (
-            "revoked" if key.revoked_at else ("active" if key.is_active(now) else "expired")
-        )
-        key.can_revoke = key.status != "revoked" and (
+    rows = []
+    for key in api_key_list(organization=current.organization):
+        status = "revoked" if key.revoked_at else ("active" if key.is_active(now) else "expired")
+        can_revoke = status != "revoked" and (
             current.can_manage or key.created_by_id == request.user.pk
         )
-    return _render(request, current, "dashboard/keys.html", {"form": form, "keys": keys, **extra})
+        rows.append(KeyRow(key=key, status=status, can_revoke=can_revoke))
+    return _render(request, current, "dashboard/keys.html", {"form": form, "keys": rows, **extra})
 
 
 @page("keys")
@@ -241,6 +263,7 @@ def keys(request: HttpRequest, current: Current) -> HttpResponse:
     form = ApiKeyCreateForm(request.POST, models=models)
     if not form.is_valid():
         return _keys_page(request, current, form)
+    user = request_user(request)
     try:
         throttle(
             request,
@@ -250,8 +273,8 @@ def keys(request: HttpRequest, current: Current) -> HttpResponse:
         )
         api_key, secret = api_key_create(
             organization=organization,
-            created_by=request.user,
-            actor_label=request.user.email,
+            created_by=user,
+            actor_label=user.email,
             **form.service_arguments(),
         )
     except AqtaError as error:
@@ -267,7 +290,7 @@ def keys(request: HttpRequest, current: Current) -> HttpResponse:
 
 @page("keys")
 @require_http_methods(["GET", "POST"])
-def key_revoke(request: HttpRequest, current: Current, key_id) -> HttpResponse:
+def key_revoke(request: HttpRequest, current: Current, key_id: uuid.UUID) -> HttpResponse:
     api_key = api_key_get(organization=current.organization, key_id=key_id)
     if not current.can_manage and api_key.created_by_id != request.user.pk:
         return forbidden(
@@ -280,7 +303,8 @@ def key_revoke(request: HttpRequest, current: Current, key_id) -> HttpResponse:
         return redirect("dashboard:keys")
     if request.method == "GET":
         return _render(request, current, "dashboard/key_revoke.html", {"api_key": api_key})
-    api_key_revoke(api_key=api_key, revoked_by=request.user, actor_label=request.user.email)
+    user = request_user(request)
+    api_key_revoke(api_key=api_key, revoked_by=user, actor_label=user.email)
     messages.success(
         request, f"Revoked “{api_key.name}” ({api_key.masked}). Calls with it now fail with 401."
     )
@@ -319,7 +343,7 @@ def traces(request: HttpRequest, current: Current) -> HttpResponse:
 
 
 @page("traces")
-def trace_detail(request: HttpRequest, current: Current, trace_id) -> HttpResponse:
+def trace_detail(request: HttpRequest, current: Current, trace_id: str) -> HttpResponse:
     organization = current.organization
     trace = trace_get(organization=organization, trace_id=trace_id)
     return _render(

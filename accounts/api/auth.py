@@ -7,6 +7,7 @@ from allauth.account.forms import LoginForm, SignupForm
 from allauth.account.internal.flows.signup import complete_signup
 from allauth.socialaccount.adapter import get_adapter as get_social_adapter
 from allauth.socialaccount.models import SocialApp
+from django import forms
 from django.conf import settings
 from django.http import HttpResponseRedirect
 from django.middleware.csrf import get_token
@@ -21,21 +22,21 @@ from rest_framework.views import APIView
 
 from accounts.api.base import validated
 from accounts.api.serializers import MeOutput, me_data
-from accounts.authentication import KeyPrincipal
+from accounts.authentication import KeyPrincipal, request_principal
 from accounts.throttling import client_ip, throttle
 from aqta.errors import AqtaError, ErrorCode
 from aqta.openapi import ORGANIZATION_PARAMETER, error_responses
 from aqta.parsers import JSONParser
 
 
-def _form_error_codes(form) -> dict[str, list[str]]:
+def _form_error_codes(form: forms.Form) -> dict[str, list[str]]:
     return {
         field: [error.code or "invalid" for error in errors]
         for field, errors in form.errors.as_data().items()
     }
 
 
-def _first_form_error(form) -> tuple[str | None, str]:
+def _first_form_error(form: forms.Form) -> tuple[str | None, str]:
     for field, errors in form.errors.as_data().items():
         for error in errors:
             message = " ".join(error.messages)
@@ -195,7 +196,7 @@ class AuthOAuthSigninApi(APIView):
             ),
         },
     )
-    def post(self, request: Request):
+    def post(self, request: Request) -> Response | HttpResponseRedirect:
         throttle(request, group="auth-login", rate=settings.AQTA_API_LOGIN_RATE, key=client_ip)
         data = validated(self.Input, request.data)
         django_request = request._request
@@ -223,7 +224,7 @@ class AuthLogoutApi(APIView):
         responses={204: None, **error_responses(401, 403)},
     )
     def post(self, request: Request) -> Response:
-        if not isinstance(request.user, KeyPrincipal):
+        if not isinstance(request_principal(request), KeyPrincipal):
             get_account_adapter(request._request).logout(request._request)
         return Response(status=status.HTTP_204_NO_CONTENT)
 

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
 
 from accounts.api.base import current_membership
-from accounts.authentication import KeyPrincipal
-from accounts.models import ApiKey, Organization
+from accounts.authentication import KeyPrincipal, request_principal
+from accounts.models import ApiKey, Organization, User
 from accounts.selectors import memberships_for_user
 
 
-def organization_data(organization: Organization, role: str | None = None) -> dict:
+def organization_data(organization: Organization, role: str | None = None) -> dict[str, Any]:
     data = {
         "id": str(organization.pk),
         "name": organization.name,
@@ -30,8 +32,8 @@ def organization_data(organization: Organization, role: str | None = None) -> di
     return data
 
 
-def me_data(request: Request) -> dict:
-    user = request.user
+def me_data(request: Request) -> dict[str, Any]:
+    user = request_principal(request)
     if isinstance(user, KeyPrincipal):
         api_key = user.api_key
         return {
@@ -53,7 +55,7 @@ def me_data(request: Request) -> dict:
 
 
 class ApiKeyOutput(serializers.ModelSerializer):
-    created_by = serializers.SlugRelatedField(
+    created_by: serializers.SlugRelatedField[User] = serializers.SlugRelatedField(
         slug_field="email",
         read_only=True,
         allow_null=True,

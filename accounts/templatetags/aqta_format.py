@@ -12,9 +12,11 @@ CENT = Decimal("0.01")
 COST_QUANTUM = Decimal("0.00000001")  # costs are kept to 1e-8 EUR
 
 
-def eur_format(value) -> str:
+def eur_format(value: Decimal | float | str | None) -> str:
     """EUR amount for people: cents from one cent up; below that the significant digits
     (a single call often costs a few millionths of a euro, which must not read as 0.00)."""
+    if value is None:
+        return "0.00"
     try:
         amount = Decimal(value)
     except (InvalidOperation, TypeError, ValueError):
@@ -26,5 +28,5 @@ def eur_format(value) -> str:
 
 
 @register.filter
-def eur(value) -> str:
+def eur(value: Decimal | float | str | None) -> str:
     return eur_format(value)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.utils import timezone
@@ -15,8 +16,9 @@ from compliance.models import AuditEvent
 pytestmark = pytest.mark.django_db
 
 
-def _error(response) -> dict:
-    return response.json()["error"]
+def _error(response) -> dict[str, Any]:
+    error: dict[str, Any] = response.json()["error"]
+    return error
 
 
 def _csrf_client(user) -> APIClient:
@@ -29,7 +31,7 @@ def _csrf_client(user) -> APIClient:
 
 @pytest.fixture
 def other_org_key():
-    stranger = UserFactory()
+    stranger = UserFactory.create()
     other = organization_create(name="Other", owner=stranger, tier=tier_get(slug="pro"))
     return api_key_create(organization=other, created_by=stranger, name="theirs")
 
@@ -163,7 +165,7 @@ def test_another_organisations_key_is_a_404_and_stays_untouched(
 
 
 def test_a_member_revokes_only_their_own_keys(org, user):
-    member = UserFactory()
+    member = UserFactory.create()
     Membership.objects.create(organization=org, user=member, role=Role.MEMBER)
     owners_key, _ = api_key_create(organization=org, created_by=user, name="owner's")
     members_key, _ = api_key_create(organization=org, created_by=member, name="member's")
@@ -239,7 +241,9 @@ def test_session_writes_need_the_csrf_token(session_client, user):
 def test_the_session_works_on_the_chosen_organisation_only_if_a_member(user, org):
     second = organization_create(name="Second", owner=user, tier=tier_get(slug="starter"))
     api_key_create(organization=second, created_by=user, name="in second")
-    foreign = organization_create(name="Foreign", owner=UserFactory(), tier=tier_get(slug="free"))
+    foreign = organization_create(
+        name="Foreign", owner=UserFactory.create(), tier=tier_get(slug="free")
+    )
     client = _csrf_client(user)
 
     chosen = client.get("/api/keys", HTTP_X_AQTA_ORGANIZATION=str(second.pk))

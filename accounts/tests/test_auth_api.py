@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from django.test import Client
 from rest_framework.test import APIClient
@@ -13,8 +15,9 @@ pytestmark = pytest.mark.django_db
 GOOD_PASSWORD = "correct horse battery staple"
 
 
-def _error(response) -> dict:
-    return response.json()["error"]
+def _error(response) -> dict[str, Any]:
+    error: dict[str, Any] = response.json()["error"]
+    return error
 
 
 def _signup(client, email="new@example.com", password=GOOD_PASSWORD, **extra):
@@ -178,7 +181,8 @@ class _WithoutAddress:
     """A test client whose requests carry no REMOTE_ADDR at all."""
 
     def _base_environ(self, **request):
-        environ = super()._base_environ(**request)
+        # RequestFactory's private environ builder, which the stubs leave out.
+        environ = super()._base_environ(**request)  # type: ignore[misc]
         environ.pop("REMOTE_ADDR", None)
         return environ
 
@@ -193,6 +197,9 @@ class _ClientWithoutAddress(_WithoutAddress, Client):
 
 @pytest.mark.parametrize("address", [None, "", "not-an-address"])
 def test_a_login_without_a_client_address_is_refused_with_403(user, address):
+    api: APIClient
+    page: Client
+    extra: dict[str, Any]
     if address is None:
         api, page, extra = _ApiClientWithoutAddress(), _ClientWithoutAddress(), {}
     else:

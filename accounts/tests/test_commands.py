@@ -125,8 +125,8 @@ def test_apikey_create_stores_no_trace_of_the_secret(org):
     secret = last_line(stdout)
     for row in ApiKey.objects.values():
         assert all(secret not in str(value) for value in row.values())
-    for row in AuditEvent.objects.values():
-        assert all(secret not in str(value) for value in row.values())
+    for event in AuditEvent.objects.values():
+        assert all(secret not in str(value) for value in event.values())
 
 
 def test_apikey_create_passes_the_rate_limit_and_allowed_models_on(org):
@@ -144,6 +144,7 @@ def test_apikey_create_passes_the_rate_limit_and_allowed_models_on(org):
     )
 
     api_key = api_key_get_by_secret(secret=last_line(stdout))
+    assert api_key is not None
     assert api_key.rate_limit_per_minute == 50
     assert api_key.allowed_models == ["gpt-4o-mini", "sonar"]
 
@@ -239,6 +240,7 @@ def test_demo_setup_leaves_someone_elses_organisation_named_demo_alone(db):
     stdout, _ = run("demo_setup")
 
     api_key = api_key_get_by_secret(secret=last_line(stdout))
+    assert api_key is not None
     assert api_key.organization == demo_organization() != theirs
     theirs.refresh_from_db()
     assert theirs.tier.slug == "free"

@@ -41,7 +41,7 @@ def client(user, org) -> Client:
 @pytest.fixture
 def member(org):
     """A plain member of ``org``, signed in."""
-    person = UserFactory()
+    person = UserFactory.create()
     Membership.objects.create(organization=org, user=person, role=Role.MEMBER)
     client = Client()
     client.force_login(person)
@@ -50,7 +50,7 @@ def member(org):
 
 @pytest.fixture
 def other_org():
-    stranger = UserFactory()
+    stranger = UserFactory.create()
     return organization_create(name="Other Ltd", owner=stranger, tier=tier_get(slug="pro"))
 
 
@@ -73,7 +73,8 @@ def _trace(org, api_key=None, **fields) -> Trace:
 
 
 def _text(response) -> str:
-    return response.content.decode()
+    text: str = response.content.decode()
+    return text
 
 
 def _testid(response, name: str) -> bool:
@@ -118,7 +119,7 @@ def test_the_home_page_still_greets_visitors(db):
 
 def test_a_user_without_an_organisation_sees_why(db):
     client = Client()
-    client.force_login(UserFactory())
+    client.force_login(UserFactory.create())
     response = client.get(reverse("dashboard:keys"))
     assert response.status_code == 200
     assert _testid(response, "no-organization")
@@ -170,7 +171,9 @@ def test_expired_and_revoked_keys_are_labelled_and_cannot_be_revoked_again(clien
     expired, _ = api_key_create(organization=org, created_by=user, name="old")
     ApiKey.objects.filter(pk=expired.pk).update(expires_at=timezone.now() - timedelta(days=1))
     text = _text(client.get(reverse("dashboard:keys")))
-    row = re.search(rf'<tr id="key-{expired.pk}".*?</tr>', text, re.S).group(0)
+    match = re.search(rf'<tr id="key-{expired.pk}".*?</tr>', text, re.S)
+    assert match is not None
+    row = match.group(0)
     assert 'data-key-status="expired"' in row and "Expired" in row
     client.post(reverse("dashboard:key-revoke", args=[expired.pk]))
     again = client.get(reverse("dashboard:key-revoke", args=[expired.pk]), follow=True)
@@ -200,14 +203,15 @@ def test_revoking_asks_for_confirmation_first(client, api_key):
     confirm = client.get(url)
     assert confirm.status_code == 200
     assert _testid(confirm, "confirm-revoke")
-    key.refresh_from_db()
-    assert key.revoked_at is None
+    assert ApiKey.objects.get(pk=key.pk).revoked_at is None
 
     done = client.post(url, follow=True)
     key.refresh_from_db()
     assert key.revoked_at is not None
     assert "Revoked" in _text(done)
-    row = re.search(rf'<tr id="key-{key.pk}".*?</tr>', _text(done), re.S).group(0)
+    match = re.search(rf'<tr id="key-{key.pk}".*?</tr>', _text(done), re.S)
+    assert match is not None
+    row = match.group(0)
     assert 'data-key-status="revoked"' in row and "key-revoke" not in row
 
 
@@ -256,7 +260,9 @@ def test_forms_work_with_the_csrf_token(user, org):
     client = Client(enforce_csrf_checks=True)
     client.force_login(user)
     page = client.get(reverse("dashboard:keys"))
-    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', _text(page)).group(1)
+    match = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', _text(page))
+    assert match is not None
+    token = match.group(1)
     response = client.post(reverse("dashboard:keys"), {"name": "ok", "csrfmiddlewaretoken": token})
     assert response.status_code == 200
     assert ApiKey.objects.filter(organization=org, name="ok").exists()
@@ -429,7 +435,7 @@ def test_a_trace_is_found_by_its_id_in_every_spelling(client, org):
 
 
 def _settings(org: Organization, **changes) -> dict:
-    data = {
+    data: dict[str, object] = {
         "name": org.name,
         "monthly_budget_eur": "",
         "retention_days": "",
@@ -498,7 +504,7 @@ def test_members_cannot_change_settings(member, org):
 
 
 def test_an_owner_adds_a_member_by_email(client, org):
-    colleague = UserFactory(email="colleague@example.com")
+    colleague = UserFactory.create(email="colleague@example.com")
     response = client.post(
         reverse("dashboard:members"), {"email": "Colleague@Example.com", "role": "admin"}
     )
@@ -520,7 +526,7 @@ def test_members_cannot_change_members(member, org, user):
     _, client = member
     page = client.get(reverse("dashboard:members"))
     assert _testid(page, "members-read-only") and not _testid(page, "add-member-form")
-    outsider = UserFactory()
+    outsider = UserFactory.create()
     add = client.post(reverse("dashboard:members"), {"email": outsider.email, "role": "admin"})
     assert add.status_code == 403
     owner = Membership.objects.get(organization=org, user=user)
@@ -555,9 +561,9 @@ def test_the_last_owner_is_offered_no_role_or_removal_controls(client, org, memb
 
 
 def test_admins_cannot_grant_the_owner_role(org):
-    admin = UserFactory()
+    admin = UserFactory.create()
     Membership.objects.create(organization=org, user=admin, role=Role.ADMIN)
-    person = UserFactory()
+    person = UserFactory.create()
     plain = Membership.objects.create(organization=org, user=person, role=Role.MEMBER)
     client = Client()
     client.force_login(admin)
@@ -703,8 +709,9 @@ def test_the_google_button_signs_in_and_lands_on_the_dashboard(db, settings):
         }
         client = Client()
         page = _text(client.get(reverse("account_login") + "?next=/dashboard/keys/"))
-        action = re.search(r'<form method="post" action="([^"]+)">', page).group(1)
-        action = action.replace("&amp;", "&")
+        match = re.search(r'<form method="post" action="([^"]+)">', page)
+        assert match is not None
+        action = match.group(1).replace("&amp;", "&")
         assert "next=%2Fdashboard%2Fkeys%2F" in action
 
         to_idp = client.post(action)

@@ -23,7 +23,7 @@ def record_of(api_key: ApiKey) -> KeyRecord:
 
 
 @pytest.fixture
-def key(api_key) -> ApiKey:
+def key(api_key: tuple[ApiKey, str]) -> ApiKey:
     return api_key[0]
 
 

@@ -14,6 +14,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 import redis
@@ -96,8 +97,9 @@ def own_redis(tmp_path, settings) -> Iterator[OwnRedis]:
             aqta_cache._fallback_until.clear()
 
 
-def _error(response) -> dict:
-    return response.json()["error"]
+def _error(response) -> dict[str, Any]:
+    error: dict[str, Any] = response.json()["error"]
+    return error
 
 
 def _login(client, email: str, password: str):
@@ -156,7 +158,7 @@ def _exercise_the_control_plane(user: User, org, key_secret: str, timed: Timed) 
     assert page.status_code == 200
     assert _events("auth.login_failed", target=user.email) == before + 1
 
-    staff = UserFactory(is_staff=True, is_superuser=True)
+    staff = UserFactory.create(is_staff=True, is_superuser=True)
     browser = Client()
     before = _events("auth.login", actor=staff)
     to_login = timed(browser.get, "/admin/login/?next=/admin/")
@@ -213,7 +215,7 @@ def _throttles_still_count(user: User, settings, timed: Timed) -> None:
     assert statuses == [200, 200, 200, 429]
     settings.AQTA_API_LOGIN_RATE = "1000/h"
 
-    victim = UserFactory()
+    victim = UserFactory.create()
     for _ in range(5):
         assert timed(_login, APIClient(), victim.email, "wrong password!").status_code == 401
     locked = timed(_login, APIClient(), victim.email, PASSWORD)

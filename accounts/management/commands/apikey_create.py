@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from accounts.management.commands._helpers import organization_lookup
@@ -13,14 +14,14 @@ from aqta.errors import AqtaError
 class Command(BaseCommand):
     help = "Create an API key; the secret is printed once, alone on stdout's last line."
 
-    def add_arguments(self, parser) -> None:
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("organization", help="Organisation id or slug.")
         parser.add_argument("--name", required=True)
         parser.add_argument("--expires-in-days", type=int, help="Whole days, at least 1.")
         parser.add_argument("--rate-limit", type=int, help="Requests per minute for this key.")
         parser.add_argument("--allowed-model", action="append", default=[], dest="models")
 
-    def handle(self, *args, organization: str, name: str, **options) -> None:
+    def handle(self, *args: Any, organization: str, name: str, **options: Any) -> None:
         org = organization_lookup(organization)
         days = options.get("expires_in_days")
         if days is not None and days < 1:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import secrets
+from typing import Any
 
 from django.core.management.base import BaseCommand
 from django.db import transaction
@@ -21,7 +22,7 @@ class Command(BaseCommand):
     )
 
     @transaction.atomic
-    def handle(self, *args, **options) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:
         password = secrets.token_urlsafe(12)
         user = User.objects.filter(email=DEMO_EMAIL).first()
         if user is None:

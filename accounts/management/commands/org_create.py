@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from accounts.models import User
@@ -13,13 +15,13 @@ from billing.selectors import tier_get
 class Command(BaseCommand):
     help = "Create an organisation on a tier, owned by a user (created without a password if new)."
 
-    def add_arguments(self, parser) -> None:
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--name", required=True)
         parser.add_argument("--tier", required=True, help="Tier slug, e.g. free, starter, pro.")
         parser.add_argument("--owner-email", required=True)
 
     @transaction.atomic
-    def handle(self, *args, name: str, tier: str, owner_email: str, **options) -> None:
+    def handle(self, *args: Any, name: str, tier: str, owner_email: str, **options: Any) -> None:
         try:
             tier_obj = tier_get(slug=tier)
         except AqtaError as error:

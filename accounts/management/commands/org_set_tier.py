@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts.management.commands._helpers import organization_lookup
 from accounts.services import organization_change_tier
@@ -11,11 +13,11 @@ from billing.selectors import tier_get
 class Command(BaseCommand):
     help = "Move an organisation (id or slug) to another tier."
 
-    def add_arguments(self, parser) -> None:
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("organization", help="Organisation id or slug.")
         parser.add_argument("--tier", required=True)
 
-    def handle(self, *args, organization: str, tier: str, **options) -> None:
+    def handle(self, *args: Any, organization: str, tier: str, **options: Any) -> None:
         org = organization_lookup(organization)
         try:
             tier_obj = tier_get(slug=tier)
