@@ -225,27 +225,42 @@ def _first_field_error(
     valid ones). ``indexed`` says whether the parameter's last step is a list index.
     """
     if isinstance(detail, dict):
-        for key, value in detail.items():
-            if key == "non_field_errors":
-                found = _first_field_error(value, prefix, indexed)
-            else:
-                found = _first_field_error(value, _join(prefix, key), isinstance(key, int))
-            if found[1]:
-                return found
+        found = _first_in_fields(detail, prefix, indexed)
     elif isinstance(detail, list):
-        if not any(isinstance(item, dict | list) for item in detail):
-            if detail:  # the messages of one field
-                return _first_field_error(detail[0], prefix, indexed)
-        else:
-            for index, item in enumerate(detail):  # one entry per item; {} for a valid one
-                if item:
-                    found = _first_field_error(item, _join(prefix, index), True)
-                    if found[1]:
-                        return found
+        found = _first_in_list(detail, prefix, indexed)
     else:
         code = getattr(detail, "code", None) or "invalid"
         return (prefix or None), str(detail), str(code), indexed
-    return (prefix or None), "", "invalid", indexed
+    return found or ((prefix or None), "", "invalid", indexed)
+
+
+def _first_in_fields(
+    detail: dict[Any, Any], prefix: str, indexed: bool
+) -> tuple[str | None, str, str, bool] | None:
+    """The first problem under a dict of details keyed by field name or list index."""
+    for key, value in detail.items():
+        if key == "non_field_errors":
+            found = _first_field_error(value, prefix, indexed)
+        else:
+            found = _first_field_error(value, _join(prefix, key), isinstance(key, int))
+        if found[1]:
+            return found
+    return None
+
+
+def _first_in_list(
+    detail: list[Any], prefix: str, indexed: bool
+) -> tuple[str | None, str, str, bool] | None:
+    """The first problem in a list: one field's messages, or one detail per item."""
+    if not any(isinstance(item, dict | list) for item in detail):
+        # The messages of one field.
+        return _first_field_error(detail[0], prefix, indexed) if detail else None
+    for index, item in enumerate(detail):  # one entry per item; {} for a valid one
+        if item:
+            found = _first_field_error(item, _join(prefix, index), True)
+            if found[1]:
+                return found
+    return None
 
 
 def _validation_error(exc: drf.ValidationError) -> AqtaError:
@@ -261,64 +276,96 @@ def _validation_error(exc: drf.ValidationError) -> AqtaError:
     )
 
 
+def _rate_limited(exc: Ratelimited) -> AqtaError:
+    return AqtaError(
+        "Too many requests; slow down and try again shortly.",
+        code=ErrorCode.RATE_LIMIT_EXCEEDED,
+        retry_after=60,
+    )
+
+
+def _too_large(exc: RequestDataTooBig) -> AqtaError:
+    return AqtaError(
+        "The request body is larger than this server accepts.", code=ErrorCode.REQUEST_TOO_LARGE
+    )
+
+
+def _suspicious(exc: SuspiciousOperation) -> AqtaError:
+    """E.g. too many form fields; logged where Django logs the ones it handles itself."""
+    logging.getLogger(f"django.security.{exc.__class__.__name__}").error(str(exc))
+    return AqtaError("Bad request: the request could not be read.", code=ErrorCode.INVALID_REQUEST)
+
+
+def _redis_down(exc: RedisError) -> AqtaError:
+    # What the control plane keeps in Redis falls back on its own (aqta.cache, key records);
+    # anything that still reaches here is a dependency outage, not a bug.
+    logger.error("Redis unavailable: %s", exc)
+    return service_unavailable()
+
+
+def _malformed(exc: drf.ParseError) -> AqtaError:
+    return AqtaError(f"Malformed request body: {exc.detail}", code=ErrorCode.INVALID_JSON)
+
+
+def _not_authenticated(exc: drf.NotAuthenticated | drf.AuthenticationFailed) -> AqtaError:
+    # Our authentication names its code (invalid_api_key); DRF's own have theirs.
+    code = ErrorCode.named(exc.get_codes()) or ErrorCode.NOT_AUTHENTICATED
+    if code.status != 401:
+        code = ErrorCode.NOT_AUTHENTICATED
+    return AqtaError(str(exc.detail), code=code)
+
+
+def _permission_denied(exc: drf.PermissionDenied | DjangoPermissionDenied) -> AqtaError:
+    message = str(getattr(exc, "detail", "") or str(exc) or "Permission denied.")
+    csrf = message.startswith("CSRF Failed")
+    return AqtaError(message, code=ErrorCode.CSRF_FAILED if csrf else ErrorCode.PERMISSION_DENIED)
+
+
+def _throttled(exc: drf.Throttled) -> AqtaError:
+    return AqtaError(
+        "Too many requests.",
+        code=ErrorCode.RATE_LIMIT_EXCEEDED,
+        retry_after=exc.wait,  # type: ignore[attr-defined]  # set by __init__, not in the stubs
+    )
+
+
+def _with_code(code: ErrorCode) -> Callable[[drf.APIException], AqtaError]:
+    """DRF's own message under ``code``."""
+    return lambda exc: AqtaError(str(exc.detail), code=code)
+
+
+def _api_exception(exc: drf.APIException) -> AqtaError:
+    return AqtaError(str(exc.detail), code=ErrorCode.for_status(exc.status_code))
+
+
+_Types = type[Exception] | tuple[type[Exception], ...]
+# The first entry whose types the exception is an instance of translates it: subclasses come
+# before their bases (Ratelimited is a PermissionDenied, RequestDataTooBig a
+# SuspiciousOperation, every drf exception an APIException).
+_TRANSLATIONS: tuple[tuple[_Types, Callable[..., AqtaError]], ...] = (
+    (AqtaError, lambda exc: exc),
+    (Ratelimited, _rate_limited),
+    (drf.ValidationError, _validation_error),
+    (RequestDataTooBig, _too_large),
+    (SuspiciousOperation, _suspicious),
+    (RedisError, _redis_down),
+    (drf.ParseError, _malformed),
+    (drf.UnsupportedMediaType, _with_code(ErrorCode.UNSUPPORTED_MEDIA_TYPE)),
+    ((drf.NotAuthenticated, drf.AuthenticationFailed), _not_authenticated),
+    ((drf.PermissionDenied, DjangoPermissionDenied), _permission_denied),
+    ((drf.NotFound, Http404), lambda exc: not_found()),
+    (drf.MethodNotAllowed, _with_code(ErrorCode.METHOD_NOT_ALLOWED)),
+    (drf.NotAcceptable, _with_code(ErrorCode.NOT_ACCEPTABLE)),
+    (drf.Throttled, _throttled),
+    (drf.APIException, _api_exception),
+)
+
+
 def translate(exc: Exception) -> AqtaError | None:
     """Map framework exceptions to an :class:`AqtaError`; None means "unexpected"."""
-    if isinstance(exc, AqtaError):
-        return exc
-    if isinstance(exc, Ratelimited):
-        return AqtaError(
-            "Too many requests; slow down and try again shortly.",
-            code=ErrorCode.RATE_LIMIT_EXCEEDED,
-            retry_after=60,
-        )
-    if isinstance(exc, drf.ValidationError):
-        return _validation_error(exc)
-    if isinstance(exc, RequestDataTooBig):
-        return AqtaError(
-            "The request body is larger than this server accepts.",
-            code=ErrorCode.REQUEST_TOO_LARGE,
-        )
-    if isinstance(exc, SuspiciousOperation):  # e.g. too many form fields
-        # Logged where Django logs the ones it handles itself.
-        logging.getLogger(f"django.security.{exc.__class__.__name__}").error(str(exc))
-        return AqtaError(
-            "Bad request: the request could not be read.", code=ErrorCode.INVALID_REQUEST
-        )
-    if isinstance(exc, RedisError):
-        # What the control plane keeps in Redis falls back on its own (aqta.cache, key
-        # records); anything that still reaches here is a dependency outage, not a bug.
-        logger.error("Redis unavailable: %s", exc)
-        return service_unavailable()
-    if isinstance(exc, drf.ParseError):
-        return AqtaError(f"Malformed request body: {exc.detail}", code=ErrorCode.INVALID_JSON)
-    if isinstance(exc, drf.UnsupportedMediaType):
-        return AqtaError(str(exc.detail), code=ErrorCode.UNSUPPORTED_MEDIA_TYPE)
-    if isinstance(exc, drf.NotAuthenticated | drf.AuthenticationFailed):
-        # Our authentication names its code (invalid_api_key); DRF's own have theirs.
-        code = ErrorCode.named(exc.get_codes()) or ErrorCode.NOT_AUTHENTICATED
-        if code.status != 401:
-            code = ErrorCode.NOT_AUTHENTICATED
-        return AqtaError(str(exc.detail), code=code)
-    if isinstance(exc, drf.PermissionDenied | DjangoPermissionDenied):
-        message = str(getattr(exc, "detail", "") or str(exc) or "Permission denied.")
-        csrf = message.startswith("CSRF Failed")
-        return AqtaError(
-            message, code=ErrorCode.CSRF_FAILED if csrf else ErrorCode.PERMISSION_DENIED
-        )
-    if isinstance(exc, drf.NotFound | Http404):
-        return not_found()
-    if isinstance(exc, drf.MethodNotAllowed):
-        return AqtaError(str(exc.detail), code=ErrorCode.METHOD_NOT_ALLOWED)
-    if isinstance(exc, drf.NotAcceptable):
-        return AqtaError(str(exc.detail), code=ErrorCode.NOT_ACCEPTABLE)
-    if isinstance(exc, drf.Throttled):
-        return AqtaError(
-            "Too many requests.",
-            code=ErrorCode.RATE_LIMIT_EXCEEDED,
-            retry_after=exc.wait,  # type: ignore[attr-defined]  # set by __init__, not in the stubs
-        )
-    if isinstance(exc, drf.APIException):
-        return AqtaError(str(exc.detail), code=ErrorCode.for_status(exc.status_code))
+    for types, translation in _TRANSLATIONS:
+        if isinstance(exc, types):
+            return translation(exc)
     return None
 
 

@@ -433,46 +433,67 @@ async def read_stream(
         raw = await response.read()
         outcome.fail(_error_reason(response.status, raw), raw.decode(errors="replace"))
         return None
+    ttfb, received = await _receive(response, started)
+    events = received.replace(b"\r\n", b"\n").strip().split(b"\n\n")
+    text = received[-600:].decode(errors="replace")
+    if scenario.protocol == "anthropic":
+        problem = anthropic_stream_problem(events)
+        failure = None if problem is None else (problem, text)
+    else:
+        failure = chat_stream_failure(events, scenario, text)
+    if failure is not None:
+        outcome.fail(*failure)
+        return None
+    return ttfb
+
+
+async def _receive(response: aiohttp.ClientResponse, started: float) -> tuple[float | None, bytes]:
+    """The time to the first data event (None: there was none), and the whole body."""
     ttfb: float | None = None
     received = bytearray()
     async for data in response.content.iter_any():
         if ttfb is None and b"data:" in data:
             ttfb = time.perf_counter() - started
         received += data
-    events = bytes(received).replace(b"\r\n", b"\n").strip().split(b"\n\n")
-    text = bytes(received[-600:]).decode(errors="replace")
-    if scenario.protocol == "anthropic":
-        problem = anthropic_stream_problem(events)
-        if problem is not None:
-            outcome.fail(problem, text)
-            return None
-        return ttfb
+    return ttfb, bytes(received)
+
+
+def chat_stream_failure(
+    events: list[bytes], scenario: Scenario, text: str
+) -> tuple[str, str] | None:
+    """A chat completion stream: CHUNKS chunks or more, then the last chunk, then [DONE];
+    the reason it failed and the detail to show (``text``, its end), or None."""
     if len(events) < 2 or events[-1] != b"data: [DONE]":
-        outcome.fail("stream without [DONE]", text)
-        return None
+        return "stream without [DONE]", text
     if len(events) < CHUNKS + 2:
-        outcome.fail("stream too short", f"{len(events)} events: {text}")
+        return "stream too short", f"{len(events)} events: {text}"
+    problem = _last_chunk_problem(_sse_json(events[-2]), scenario)
+    return None if problem is None else (problem, text)
+
+
+def _sse_json(event: bytes) -> Any:
+    """The JSON of a ``data:`` event, or None."""
+    if not event.startswith(b"data:"):
         return None
-    last = events[-2]
     try:
-        chunk = orjson.loads(last[len(b"data:") :]) if last.startswith(b"data:") else None
+        return orjson.loads(event[len(b"data:") :])
     except orjson.JSONDecodeError:
-        chunk = None
+        return None
+
+
+def _last_chunk_problem(chunk: Any, scenario: Scenario) -> str | None:
     # Direct, usage is asked for: the usage chunk comes last. Through the gateway or LiteLLM (the
     # SDK default, no usage asked) the finish chunk does, carrying the gateway's aqta object.
     choices = chunk.get("choices") if isinstance(chunk, dict) else None
     if scenario.target != "mock":
         if not choices or not choices[0].get("finish_reason"):
-            outcome.fail("last chunk is not the finish chunk or is unreadable", text)
-            return None
+            return "last chunk is not the finish chunk or is unreadable"
     elif choices != []:
-        outcome.fail("last chunk is not the usage chunk or is unreadable", text)
-        return None
+        return "last chunk is not the usage chunk or is unreadable"
     assert isinstance(chunk, dict)  # the checks above found its choices
     if (problem := _aqta_problem(chunk, scenario)) is not None:
-        outcome.fail(f"last chunk: {problem}", text)
-        return None
-    return ttfb
+        return f"last chunk: {problem}"
+    return None
 
 
 def anthropic_stream_problem(events: list[bytes]) -> str | None:
@@ -1365,7 +1386,6 @@ async def bench(args: argparse.Namespace, logs: Path) -> Run:
     chosen, litellm_command = _prepare_litellm(
         run, [s for s in scenarios_for(args.quick) if s.group in args.only]
     )
-    warmup = 50 if args.quick else 200
     run.busy_before = await busy_share(1.0)
     if run.busy_before > BUSY_WARNING:
         print(
@@ -1380,95 +1400,130 @@ async def bench(args: argparse.Namespace, logs: Path) -> Run:
     api_key = prepare_aqta(env)
     servers: list[Server] = []
     try:
-        mock = start_server(
-            "mock",
-            [
-                sys.executable,
-                "-m",
-                "gateway.mock_provider",
-                "--host",
-                HOST,
-                "--port",
-                str(mock_port),
-                "--chunks",
-                str(CHUNKS),
-                "--latency-ms",
-                "0",
-            ],
-            env,
-            logs,
-        )
-        servers.append(mock)
-        flusher = None
-        if not args.flush_in_workers:
-            # Started before the gateway, stopped after it (reverse order): it gets the last
-            # traces the workers add while they shut down.
-            flusher = start_server(
-                "flusher", [sys.executable, "manage.py", "run_flusher"], env, logs
-            )
-            servers.append(flusher)
-        gateway = start_server("gateway", gateway_command(gateway_port, WORKERS), env, logs)
-        servers.append(gateway)
-        await wait_ready(mock, f"http://{HOST}:{mock_port}/v1/models", "mock")
-        await wait_ready(gateway, f"http://{HOST}:{gateway_port}/v1/models", api_key, WORKERS)
-        if flusher is not None:
-            await wait_flusher_ready(flusher)
-        print(
-            f"mock on :{mock_port}, gateway on :{gateway_port} (workers "
-            f"{', '.join(map(str, gateway.workers()))}), "
-            + (
-                "traces written by the workers (--flush-in-workers)"
-                if flusher is None
-                else f"trace flusher pid {flusher.proc.pid}"
-            )
-            + f"; logs in {logs}",
-            flush=True,
-        )
-        stack = Stack(
-            mock=mock,
-            gateway=gateway,
-            flusher=flusher,
-            bodies=Bodies(),
-            warmup=warmup,
-            profile_dir=logs if args.profile else None,
-            ports={"mock": mock_port, "gateway": gateway_port},
-            keys={"mock": "mock", "gateway": api_key},
-        )
+        stack = await start_stack(args, env, logs, servers, api_key, (mock_port, gateway_port))
         for scenario in chosen:
             if scenario.group != LITELLM_GROUP:
                 await measure(run, stack, scenario)
                 _check_alive(servers, scenario)
-        idle = await idle_cpu_ms_per_s([gateway, *([flusher] if flusher else [])], IDLE_SECONDS)
-        run.gateway_idle_ms_per_s = idle[0]
-        run.flusher_idle_ms_per_s = idle[1] if flusher is not None else None
+        await measure_idle(run, stack)
         peers = [s for s in chosen if s.group == LITELLM_GROUP]
         if any(s.target == "gateway" for s in peers):
-            # The gateway with one worker, as LiteLLM runs, in place of the one with WORKERS.
-            stop_server(gateway)
-            port = free_port()
-            one = start_server(
-                "gateway-1-worker", gateway_command(port, 1), env, logs, single_process=True
-            )
-            servers.append(one)
-            await wait_ready(one, f"http://{HOST}:{port}/v1/models", api_key, 1)
-            print(f"gateway with 1 worker on :{port} (pid {one.proc.pid})", flush=True)
-            stack.gateway, stack.ports["gateway"] = one, port
-            for scenario in peers:
-                if scenario.target == "gateway":
-                    await measure(run, stack, scenario)
-                    _check_alive(servers, scenario)
-            stop_server(one)  # LiteLLM is measured alone in front of the mock (and the flusher)
+            await bench_one_worker(run, stack, env, logs, servers, api_key, peers)
         if litellm_command is not None and any(s.target == "litellm" for s in peers):
             await bench_litellm(run, stack, litellm_command, logs, servers, peers)
         return run
     finally:
-        for server in reversed(servers):
-            stop_server(server)
-        for server in servers:
-            problems = server.problems()
-            if problems:
-                print(f"\n--- {server.name} log, besides INFO lines ({server.log}) ---")
-                print("\n".join(problems[-60:]))
+        stop_all(servers)
+
+
+async def start_stack(
+    args: argparse.Namespace,
+    env: dict[str, str],
+    logs: Path,
+    servers: list[Server],
+    api_key: str,
+    ports: tuple[int, int],
+) -> Stack:
+    """Start the mock, the flusher (unless the workers flush) and the gateway, each added to
+    ``servers`` as it starts; return them once they all answer."""
+    mock_port, gateway_port = ports
+    mock = start_server(
+        "mock",
+        [
+            sys.executable,
+            "-m",
+            "gateway.mock_provider",
+            "--host",
+            HOST,
+            "--port",
+            str(mock_port),
+            "--chunks",
+            str(CHUNKS),
+            "--latency-ms",
+            "0",
+        ],
+        env,
+        logs,
+    )
+    servers.append(mock)
+    flusher = None
+    if not args.flush_in_workers:
+        # Started before the gateway, stopped after it (reverse order): it gets the last
+        # traces the workers add while they shut down.
+        flusher = start_server("flusher", [sys.executable, "manage.py", "run_flusher"], env, logs)
+        servers.append(flusher)
+    gateway = start_server("gateway", gateway_command(gateway_port, WORKERS), env, logs)
+    servers.append(gateway)
+    await wait_ready(mock, f"http://{HOST}:{mock_port}/v1/models", "mock")
+    await wait_ready(gateway, f"http://{HOST}:{gateway_port}/v1/models", api_key, WORKERS)
+    if flusher is not None:
+        await wait_flusher_ready(flusher)
+    print(
+        f"mock on :{mock_port}, gateway on :{gateway_port} (workers "
+        f"{', '.join(map(str, gateway.workers()))}), "
+        + (
+            "traces written by the workers (--flush-in-workers)"
+            if flusher is None
+            else f"trace flusher pid {flusher.proc.pid}"
+        )
+        + f"; logs in {logs}",
+        flush=True,
+    )
+    return Stack(
+        mock=mock,
+        gateway=gateway,
+        flusher=flusher,
+        bodies=Bodies(),
+        warmup=50 if args.quick else 200,
+        profile_dir=logs if args.profile else None,
+        ports={"mock": mock_port, "gateway": gateway_port},
+        keys={"mock": "mock", "gateway": api_key},
+    )
+
+
+async def measure_idle(run: Run, stack: Stack) -> None:
+    """The background CPU of the gateway and the flusher, without load."""
+    flusher = stack.flusher
+    idle = await idle_cpu_ms_per_s([stack.gateway, *([flusher] if flusher else [])], IDLE_SECONDS)
+    run.gateway_idle_ms_per_s = idle[0]
+    run.flusher_idle_ms_per_s = idle[1] if flusher is not None else None
+
+
+async def bench_one_worker(
+    run: Run,
+    stack: Stack,
+    env: dict[str, str],
+    logs: Path,
+    servers: list[Server],
+    api_key: str,
+    scenarios: list[Scenario],
+) -> None:
+    """The gateway scenarios of ``scenarios`` on the gateway with one worker, as LiteLLM runs,
+    in place of the one with WORKERS; stopped after them, so that LiteLLM is measured alone
+    in front of the mock (and the flusher)."""
+    stop_server(stack.gateway)
+    port = free_port()
+    one = start_server("gateway-1-worker", gateway_command(port, 1), env, logs, single_process=True)
+    servers.append(one)
+    await wait_ready(one, f"http://{HOST}:{port}/v1/models", api_key, 1)
+    print(f"gateway with 1 worker on :{port} (pid {one.proc.pid})", flush=True)
+    stack.gateway, stack.ports["gateway"] = one, port
+    for scenario in scenarios:
+        if scenario.target == "gateway":
+            await measure(run, stack, scenario)
+            _check_alive(servers, scenario)
+    stop_server(one)
+
+
+def stop_all(servers: list[Server]) -> None:
+    """Stop ``servers`` in reverse order; show what their logs have besides INFO lines."""
+    for server in reversed(servers):
+        stop_server(server)
+    for server in servers:
+        problems = server.problems()
+        if problems:
+            print(f"\n--- {server.name} log, besides INFO lines ({server.log}) ---")
+            print("\n".join(problems[-60:]))
 
 
 async def bench_litellm(
@@ -1530,58 +1585,84 @@ def report(run: Run, args: argparse.Namespace) -> tuple[str, bool]:
     """The Markdown report, and whether the run was clean (no failure at all)."""
     results = run.results
     by_key = {r.scenario.key: r for r in results}
+    lines = results_table(run)
+    lines += ["", "Goals:", ""]
+    lines += goal_lines(results, by_key)
+    lines.append(anthropic_goal(by_key.get("F"), by_key.get("E")))
+    lines += litellm_goals(by_key, run)
+    lines += method_notes(run, by_key)
+    lines += details_table(results)
+    lines += failure_lines(results)
+    lines += profile_lines(results)
+    lines += ["", idle_line(run), "", run_line(run, args)]
+    clean = all(r.outcome.failed == 0 and r.warmup.failed == 0 and not r.backlog for r in results)
+    return "\n".join(lines) + "\n", clean
+
+
+def results_table(run: Run) -> list[str]:
+    """The main table: throughput, latency and CPU per request of each scenario."""
     lines = [
         "| scenario | req/s | p50 ms | p99 ms | TTFB p50 ms (streams) | gateway CPU ms/request "
         "| flusher CPU ms/request | total (gateway + flusher) CPU ms/request "
         "| RSS MB per worker |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in results:
+    for r in run.results:
         s = r.scenario
-        cpu = _num(r.server_cpu_ms, 2)
-        flusher = total = "-"
-        if s.target == "mock":
-            cpu += " (mock)"
-        elif s.target == "litellm":
-            cpu += " (LiteLLM)"
-            total = _num(r.total_cpu_ms, 2)
-        else:
-            flusher = "in workers" if run.flush_in_workers else _num(r.flusher_cpu_ms, 2)
-            total = _num(r.total_cpu_ms, 2)
+        cpu, flusher, total = _cpu_cells(run, r)
         lines.append(
             f"| {s.label} | {r.rps:,.0f} | {_num(r.p(0.5), 2)} | {_num(r.p(0.99), 2)} "
             f"| {_num(r.ttfb(0.5), 2) if s.stream else '-'} | {cpu} | {flusher} | {total} "
             f"| {' / '.join(f'{mb:.0f}' for mb in r.rss_mb) or '-'} |"
         )
-    lines += ["", "Goals:", ""]
-    goals: list[tuple[str, Result | None, float | None, float]] = []
+    return lines
+
+
+def _cpu_cells(run: Run, r: Result) -> tuple[str, str, str]:
+    """The server, flusher and total CPU cells of a row: the flusher is the gateway's."""
+    cpu = _num(r.server_cpu_ms, 2)
+    if r.scenario.target == "mock":
+        return cpu + " (mock)", "-", "-"
+    if r.scenario.target == "litellm":
+        return cpu + " (LiteLLM)", "-", _num(r.total_cpu_ms, 2)
+    flusher = "in workers" if run.flush_in_workers else _num(r.flusher_cpu_ms, 2)
+    return cpu, flusher, _num(r.total_cpu_ms, 2)
+
+
+def goal_lines(results: list[Result], by_key: dict[str, Result]) -> list[str]:
+    """The goal lines of the gateway alone: CPU per request, added latency, memory."""
     b, e, c, c0 = (by_key.get(k) for k in ("B", "E", "C", "C0"))
-    goals.append(
+    added = None
+    if c and c0 and c.p(0.5) is not None and c0.p(0.5) is not None:
+        added = c.p(0.5) - c0.p(0.5)  # type: ignore[operator]
+    rss = [mb for r in results if r.scenario.target == "gateway" for mb in r.rss_mb]
+    # (name, the result whose flusher share is shown, value, goal, unit)
+    goals: list[tuple[str, Result | None, float | None, float, str]] = [
         (
             "gateway CPU per non-streaming request at 10 clients (B)",
             b,
             b.server_cpu_ms if b else None,
             GOAL_CPU_JSON_MS,
-        )
-    )
-    goals.append(
+            "ms",
+        ),
         (
             "gateway CPU per 20-chunk stream at 10 clients (E)",
             e,
             e.server_cpu_ms if e else None,
             GOAL_CPU_STREAM_MS,
-        )
-    )
-    added = None
-    if c and c0 and c.p(0.5) is not None and c0.p(0.5) is not None:
-        added = c.p(0.5) - c0.p(0.5)  # type: ignore[operator]
-    goals.append(
-        ("added p50 latency at 1 client (C gateway - C mock)", None, added, GOAL_ADDED_P50_MS)
-    )
-    rss = [mb for r in results if r.scenario.target == "gateway" for mb in r.rss_mb]
-    goals.append(("peak RSS per gateway worker", None, max(rss) if rss else None, GOAL_RSS_MB))
-    units = ["ms", "ms", "ms", "MB"]
-    for (name, result, value, limit), unit in zip(goals, units, strict=True):
+            "ms",
+        ),
+        (
+            "added p50 latency at 1 client (C gateway - C mock)",
+            None,
+            added,
+            GOAL_ADDED_P50_MS,
+            "ms",
+        ),
+        ("peak RSS per gateway worker", None, max(rss) if rss else None, GOAL_RSS_MB, "MB"),
+    ]
+    lines = []
+    for name, result, value, limit, unit in goals:
         verdict = "n/a" if value is None else ("**pass**" if value <= limit else "**MISS**")
         line = f"- {name}: {_num(value, 2)} {unit} (goal ≤ {limit} {unit}): {verdict}"
         if result is not None and result.flusher_cpu_ms is not None:
@@ -1590,8 +1671,11 @@ def report(run: Run, args: argparse.Namespace) -> tuple[str, bool]:
                 f"({_num(result.flusher_cpu_ms, 2)} {unit} of it in run_flusher)"
             )
         lines.append(line)
-    lines.append(anthropic_goal(by_key.get("F"), e))
-    lines += litellm_goals(by_key, run)
+    return lines
+
+
+def method_notes(run: Run, by_key: dict[str, Result]) -> list[str]:
+    """How the numbers were measured, what the details table holds, and its header."""
     shape = (
         "The gateway workers write the traces themselves (`--flush-in-workers`): their CPU "
         "includes the PostgreSQL writes."
@@ -1601,7 +1685,7 @@ def report(run: Run, args: argparse.Namespace) -> tuple[str, bool]:
         "workers), as the goals are stated; the flusher's CPU is not in it but is shown next to "
         "it (flusher, total) and must be paid for too."
     )
-    lines += [
+    return [
         "",
         shape + " CPU is measured over the load phase plus the catch-up: until every trace of the "
         "phase is in PostgreSQL (entries added to the `aqta:traces` stream = requests sent, and "
@@ -1625,7 +1709,11 @@ def report(run: Run, args: argparse.Namespace) -> tuple[str, bool]:
         "| catch-up s | machine busy | failures (warm-up) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    clean = True
+
+
+def details_table(results: list[Result]) -> list[str]:
+    """The rows of the details table (its header ends :func:`method_notes`)."""
+    lines = []
     for r in results:
         batch = "-"
         if r.trace_batches and r.scenario.target == "gateway":
@@ -1643,7 +1731,12 @@ def report(run: Run, args: argparse.Namespace) -> tuple[str, bool]:
             f"| {100 * r.machine_busy:.0f} % "
             f"| {r.outcome.failed} ({r.warmup.failed}) |"
         )
-        clean = clean and r.outcome.failed == 0 and r.warmup.failed == 0 and not r.backlog
+    return lines
+
+
+def failure_lines(results: list[Result]) -> list[str]:
+    """The failed requests of each phase, with examples, and the traces never stored."""
+    lines = []
     failures = [(r, o) for r in results for o in (r.warmup, r.outcome) if o.failed]
     if failures:
         lines += ["", "**THIS RUN HAD ERRORS; its numbers do not describe a working gateway.**", ""]
@@ -1656,6 +1749,12 @@ def report(run: Run, args: argparse.Namespace) -> tuple[str, bool]:
     if backlogs:
         lines += ["", "**Traces were still not in PostgreSQL when the catch-up gave up:**", ""]
         lines += [f"- {r.scenario.label}: {r.backlog}" for r in backlogs]
+    return lines
+
+
+def profile_lines(results: list[Result]) -> list[str]:
+    """The py-spy profiles taken (``--profile``): own time, then the project's functions."""
+    lines = []
     for r in results:
         litellm = r.scenario.target == "litellm"
         for what, profile in (
@@ -1677,13 +1776,17 @@ def report(run: Run, args: argparse.Namespace) -> tuple[str, bool]:
             lines += [
                 f"- {100 * count / samples:5.1f} %  {name}" for name, count in profile.project
             ]
+    return lines
+
+
+def idle_line(run: Run) -> str:
+    """The CPU the servers use without load, and how busy the machine was before the run."""
     flusher_idle = (
         ""
         if run.flusher_idle_ms_per_s is None
         else f", flusher process {_num(run.flusher_idle_ms_per_s, 1)} ms per second"
     )
-    lines += [
-        "",
+    return (
         f"CPU without load: gateway (its flusher loops, refreshes) "
         f"{_num(run.gateway_idle_ms_per_s, 1)} ms per second{flusher_idle}; "
         f"machine busy before the run: {100 * run.busy_before:.0f} %"
@@ -1692,12 +1795,15 @@ def report(run: Run, args: argparse.Namespace) -> tuple[str, bool]:
             if run.busy_before > BUSY_WARNING
             else ""
         )
-        + ".",
-    ]
+        + "."
+    )
+
+
+def run_line(run: Run, args: argparse.Namespace) -> str:
+    """When and how the run was made: the machine, the shape, where the CPU numbers come from."""
     mode = "quick" if args.quick else "full"
     cpu_source = "psutil" if psutil is not None else "/proc"
-    lines += [
-        "",
+    return (
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {mode} run, {os.cpu_count()} CPUs, "
         f"{WORKERS} gateway workers (1 in B1, E1), "
         + (
@@ -1709,13 +1815,12 @@ def report(run: Run, args: argparse.Namespace) -> tuple[str, bool]:
         f"{cpu_source} (gateway = process tree: uvicorn master + workers), RSS = VmHWM"
         + (
             f", LiteLLM {run.litellm_version or '(version unknown)'} with 1 worker"
-            if any(r.scenario.target == "litellm" for r in results)
+            if any(r.scenario.target == "litellm" for r in run.results)
             else ""
         )
         + (", **py-spy attached (CPU numbers perturbed)**" if args.profile else "")
-        + ".",
-    ]
-    return "\n".join(lines) + "\n", clean
+        + "."
+    )
 
 
 TIMES = "\u00d7"  # the multiplication sign, which ruff would take for an x in a literal

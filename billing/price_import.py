@@ -154,7 +154,7 @@ def _merge_fees(target: Prices, recorded: Prices, notes: list[str]) -> None:
     )
     if not sized:
         return
-    highest = max(Decimal(recorded[name]) for name in FEE_FIELDS if recorded[name] is not None)
+    highest = max(Decimal(fee) for name in FEE_FIELDS if (fee := recorded[name]) is not None)
     source_fee = target["request_fee_low_usd"]
     if source_fee is not None and Decimal(source_fee) != highest:
         notes.append(
@@ -233,38 +233,11 @@ def plan(
     """What differs between the catalogue and ``providers`` (genai-prices data) at ``now``."""
     wanted = set(provider_filter) or set(Provider.values)
     result = Plan(now=now)
-    mapped: dict[str, set[str]] = {}
+    mapped: dict[str, set[str]] = {}  # source provider id -> source model ids in the catalogue
     catalogue = LanguageModel.objects.filter(provider__in=wanted).order_by("provider", "model_id")
     for model in catalogue:
-        if not _matches(model.model_id, model_patterns):
-            continue
-        source_provider = find_source_provider(providers, model.provider)
-        if source_provider is None:
-            result.not_in_source.append(
-                Skipped(model.provider, model.model_id, "no list prices for this provider")
-            )
-            continue
-        refs = dict.fromkeys([model.upstream_model_id or model.model_id, model.model_id])
-        source = next((m for ref in refs if (m := source_provider.find_model(ref))), None)
-        if source is None:
-            result.not_in_source.append(
-                Skipped(model.provider, model.model_id, "not in the price data")
-            )
-            continue
-        mapped.setdefault(source_provider.id, set()).add(source.id)
-        try:
-            diff = ModelDiff(model=model, source_id=source.id)
-            diff.periods = _periods_for(model, source, now, diff.notes)
-            if source.context_window and source.context_window != model.context_window:
-                diff.context_window = FieldChange(
-                    "context_window", model.context_window, source.context_window
-                )
-        except Exception as error:  # one bad entry is reported and never blocks the others
-            result.unmappable.append(Skipped(model.provider, model.model_id, _reason(error)))
-            continue
-        result.diffs.append(diff)
-        if not diff.changed:
-            result.unchanged += 1
+        if _matches(model.model_id, model_patterns):
+            _plan_model(result, mapped, model, providers, now)
     for provider in sorted(wanted):
         source_provider = find_source_provider(providers, provider)
         if source_provider is None:
@@ -273,36 +246,95 @@ def plan(
             LanguageModel.objects.filter(provider=provider).values_list("model_id", flat=True)
         )
         for source in source_provider.models:
-            if source.id in known or not _matches(source.id, model_patterns):
-                continue
-            if not is_new_model_candidate(source, now):
-                continue
-            # The source lists models other providers host too (Claude on Vertex): only the
-            # provider's own models, by genai-prices' own rule for recognising them.
-            own = source_provider.model_match
-            if own is not None and not own.is_match(source.id):
-                continue
-            if any(source.is_match(ref) for ref in known):
-                continue
-            try:
-                _, current, upcoming, notes = source_schedule(source, now)
-            except Exception as error:
-                result.unmappable.append(Skipped(provider, source.id, _reason(error)))
-                continue
-            periods = [PeriodChange(None, current, _field_changes(_recorded(None), current))]
-            periods += [PeriodChange(midnight(day), prices, []) for day, prices in upcoming]
-            result.new_models.append(
-                NewModel(
-                    provider=provider,
-                    model_id=source.id,
-                    display_name=source.name or "",
-                    context_window=source.context_window,
-                    cost_effective=is_cost_effective(current),
-                    periods=periods,
-                    notes=notes,
-                )
-            )
+            if _is_new_model(source, source_provider, known, now, model_patterns):
+                _plan_new_model(result, provider, source, now)
     return result
+
+
+def _plan_model(
+    result: Plan,
+    mapped: dict[str, set[str]],
+    model: LanguageModel,
+    providers: Sequence[gp.Provider],
+    now: datetime,
+) -> None:
+    """Add to ``result`` how a catalogue model differs from its source entry, or why it has
+    none; record the entry in ``mapped``."""
+    source_provider = find_source_provider(providers, model.provider)
+    if source_provider is None:
+        result.not_in_source.append(
+            Skipped(model.provider, model.model_id, "no list prices for this provider")
+        )
+        return
+    refs = dict.fromkeys([model.upstream_model_id or model.model_id, model.model_id])
+    source = next((m for ref in refs if (m := source_provider.find_model(ref))), None)
+    if source is None:
+        result.not_in_source.append(
+            Skipped(model.provider, model.model_id, "not in the price data")
+        )
+        return
+    mapped.setdefault(source_provider.id, set()).add(source.id)
+    try:
+        diff = _model_diff(model, source, now)
+    except Exception as error:  # one bad entry is reported and never blocks the others
+        result.unmappable.append(Skipped(model.provider, model.model_id, _reason(error)))
+        return
+    result.diffs.append(diff)
+    if not diff.changed:
+        result.unchanged += 1
+
+
+def _model_diff(model: LanguageModel, source: gp.ModelInfo, now: datetime) -> ModelDiff:
+    diff = ModelDiff(model=model, source_id=source.id)
+    diff.periods = _periods_for(model, source, now, diff.notes)
+    if source.context_window and source.context_window != model.context_window:
+        diff.context_window = FieldChange(
+            "context_window", model.context_window, source.context_window
+        )
+    return diff
+
+
+def _is_new_model(
+    source: gp.ModelInfo,
+    source_provider: gp.Provider,
+    known: set[str],
+    now: datetime,
+    model_patterns: Sequence[str],
+) -> bool:
+    """Whether ``source`` is a model of the provider's own the catalogue lacks, chosen by
+    ``model_patterns`` and recent enough to offer."""
+    if source.id in known or not _matches(source.id, model_patterns):
+        return False
+    if not is_new_model_candidate(source, now):
+        return False
+    # The source lists models other providers host too (Claude on Vertex): only the
+    # provider's own models, by genai-prices' own rule for recognising them.
+    own = source_provider.model_match
+    if own is not None and not own.is_match(source.id):
+        return False
+    return not any(source.is_match(ref) for ref in known)
+
+
+def _plan_new_model(result: Plan, provider: str, source: gp.ModelInfo, now: datetime) -> None:
+    """Add ``source`` to ``result`` as a model to add, or as unmappable."""
+    try:
+        _, current, upcoming, notes = source_schedule(source, now)
+    except Exception as error:
+        result.unmappable.append(Skipped(provider, source.id, _reason(error)))
+        return
+    periods = [PeriodChange(None, current, _field_changes(_recorded(None), current))]
+    periods += [PeriodChange(midnight(day), prices, []) for day, prices in upcoming]
+    result.new_models.append(
+        NewModel(
+            provider=provider,
+            model_id=source.id,
+            display_name=source.name or "",
+            context_window=source.context_window,
+            cost_effective=is_cost_effective(current),
+            periods=periods,
+            notes=notes,
+        )
+    )
 
 
 def _reason(error: Exception) -> str:
@@ -328,7 +360,9 @@ def apply(plan_: Plan, *, add_models: bool) -> Outcome:
             with transaction.atomic():
                 _write_periods(diff.model, diff.periods, plan_.now)
                 if diff.context_window is not None:
-                    diff.model.context_window = diff.context_window.source
+                    window = diff.context_window.source
+                    assert isinstance(window, int)  # a size the source states (_model_diff)
+                    diff.model.context_window = window
                     diff.model.save(update_fields=["context_window"])
         except Exception as error:  # refused (history) or broken: reported, the rest goes on
             outcome.failed.append(Skipped(diff.model.provider, diff.model.model_id, _reason(error)))

@@ -217,6 +217,17 @@ class OIDCProvider:
 
     def authorize(self, params: dict[str, str]) -> str:
         """Validate an authorization request and return the redirect Location."""
+        client_id, redirect_uri = self._client_and_redirect(params)
+        if params.get("response_type") != "code":
+            raise OAuthError("unsupported_response_type", "only response_type=code is supported")
+        scope = params.get("scope", "")
+        if "openid" not in scope.split():
+            raise OAuthError("invalid_scope", "scope must include openid")
+        challenge = self._code_challenge(params)
+        return self._log_in(params, client_id, redirect_uri, scope, challenge)
+
+    def _client_and_redirect(self, params: dict[str, str]) -> tuple[str, str]:
+        """The request's client_id, which must be ours, and its absolute redirect_uri."""
         client_id = params.get("client_id", "")
         redirect_uri = params.get("redirect_uri", "")
         if not client_id:
@@ -228,12 +239,10 @@ class OIDCProvider:
         parts = urlsplit(redirect_uri)
         if parts.scheme not in ("http", "https") or not parts.netloc or parts.fragment:
             raise OAuthError("invalid_request", "redirect_uri must be an absolute URL")
-        if params.get("response_type") != "code":
-            raise OAuthError("unsupported_response_type", "only response_type=code is supported")
-        scope = params.get("scope", "")
-        if "openid" not in scope.split():
-            raise OAuthError("invalid_scope", "scope must include openid")
+        return client_id, redirect_uri
 
+    def _code_challenge(self, params: dict[str, str]) -> str | None:
+        """The request's PKCE code_challenge (S256 only), required if ``require_pkce``."""
         challenge = params.get("code_challenge")
         method = params.get("code_challenge_method", "plain" if challenge else None)
         if challenge is not None and method != "S256":
@@ -242,7 +251,17 @@ class OIDCProvider:
             raise OAuthError("invalid_request", "code_challenge_method without code_challenge")
         if self.require_pkce and not challenge:
             raise OAuthError("invalid_request", "PKCE code_challenge is required")
+        return challenge
 
+    def _log_in(
+        self,
+        params: dict[str, str],
+        client_id: str,
+        redirect_uri: str,
+        scope: str,
+        challenge: str | None,
+    ) -> str:
+        """Log the selected user in (or deny, as set up) and redirect back to the client."""
         state = params.get("state")
         with self._lock:
             self.authorize_params.append(dict(params))
@@ -312,32 +331,10 @@ class OIDCProvider:
         code_value = form.get("code")
         if not code_value:
             raise OAuthError("invalid_request", "code is required")
-        verifier = form.get("code_verifier")
 
         with self._lock:
-            code = self._codes.pop(code_value, None)
-            if code is None:
-                replayed = self._used_codes.get(code_value)
-                if replayed is not None:
-                    for token in replayed.access_tokens:
-                        self._access_tokens.pop(token, None)
-                    raise OAuthError("invalid_grant", "authorization code already used")
-                raise OAuthError("invalid_grant", "unknown authorization code")
-            self._used_codes[code_value] = code
-            if time.time() > code.expires_at:
-                raise OAuthError("invalid_grant", "authorization code expired")
-            if code.client_id != self.client_id:
-                raise OAuthError("invalid_grant", "code was issued to another client")
-            if form.get("redirect_uri") != code.redirect_uri:
-                raise OAuthError("invalid_grant", "redirect_uri does not match")
-            if code.code_challenge is not None:
-                if not verifier:
-                    raise OAuthError("invalid_grant", "code_verifier is required")
-                if not consteq(s256(verifier), code.code_challenge):
-                    raise OAuthError("invalid_grant", "PKCE verification failed")
-            elif verifier:
-                # Defends against PKCE downgrade (RFC 9700 2.1.1).
-                raise OAuthError("invalid_grant", "code_verifier sent but no code_challenge")
+            code = self._redeem(code_value)
+            self._check_code(code, form)
             user = self._users[code.sub]
             access_token = secrets.token_urlsafe(32)
             now = int(time.time())
@@ -368,6 +365,38 @@ class OIDCProvider:
             "id_token": self.sign_id_token(claims),
             "scope": code.scope,
         }
+
+    def _redeem(self, code_value: str) -> AuthCode:
+        """Use up an authorization code (under the lock). A code used twice revokes the
+        access tokens issued for it."""
+        code = self._codes.pop(code_value, None)
+        if code is None:
+            replayed = self._used_codes.get(code_value)
+            if replayed is not None:
+                for token in replayed.access_tokens:
+                    self._access_tokens.pop(token, None)
+                raise OAuthError("invalid_grant", "authorization code already used")
+            raise OAuthError("invalid_grant", "unknown authorization code")
+        self._used_codes[code_value] = code
+        return code
+
+    def _check_code(self, code: AuthCode, form: dict[str, str]) -> None:
+        """Raise ``invalid_grant`` unless the token request may exchange ``code``."""
+        if time.time() > code.expires_at:
+            raise OAuthError("invalid_grant", "authorization code expired")
+        if code.client_id != self.client_id:
+            raise OAuthError("invalid_grant", "code was issued to another client")
+        if form.get("redirect_uri") != code.redirect_uri:
+            raise OAuthError("invalid_grant", "redirect_uri does not match")
+        verifier = form.get("code_verifier")
+        if code.code_challenge is not None:
+            if not verifier:
+                raise OAuthError("invalid_grant", "code_verifier is required")
+            if not consteq(s256(verifier), code.code_challenge):
+                raise OAuthError("invalid_grant", "PKCE verification failed")
+        elif verifier:
+            # Defends against PKCE downgrade (RFC 9700 2.1.1).
+            raise OAuthError("invalid_grant", "code_verifier sent but no code_challenge")
 
     def userinfo(self, authorization: str | None) -> dict[str, Any]:
         challenge = {"WWW-Authenticate": 'Bearer error="invalid_token"'}

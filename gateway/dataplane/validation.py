@@ -58,6 +58,13 @@ _ARTICLE = {
     "array": "an array",
     "null": "null",
 }
+# How a value exceeding a size limit is worded, by the keyword it fails.
+_LIMITS: dict[type, str] = {
+    _K.MinItems: "must have at least {} items",
+    _K.MaxItems: "must have at most {} items",
+    _K.MaxLength: "must be at most {} characters long",
+    _K.MaxProperties: "must have at most {} entries",
+}
 
 
 def _bad(message: str, param: str, code: ErrorCode = INVALID) -> AqtaError:
@@ -218,36 +225,33 @@ class _Checker:
         return context[best][0]
 
     def _wording(self, error: Any, path: list[Any]) -> AqtaError:
+        """The error of the one keyword ``error`` fails, worded for the value at ``path``."""
         kind = error.kind
-        node = self._node(error.schema_path[:-1])
         if isinstance(kind, _K.Required):
             param = _param([*path, kind.property])
             return _bad(f"{param} is required.", param, MISSING)
-        if isinstance(kind, _K.AdditionalProperties):
-            param = _param([*path, kind.unexpected[0]])
-            return _bad(f"{param} is not a recognised field.", param)
-        if isinstance(kind, _K.FalseSchema):
-            param = _param(path)
+        if isinstance(kind, _K.AdditionalProperties | _K.FalseSchema):
+            field = [kind.unexpected[0]] if isinstance(kind, _K.AdditionalProperties) else []
+            param = _param([*path, *field])
             return _bad(f"{param} is not a recognised field.", param)
         param = _param(path)
         if any(str(part).startswith("_depth_") for part in error.schema_path):
             return _bad(f"{param} is nested too deeply.", param)
+        return _bad(f"{param} {self._requirement(kind, error.schema_path)}.", param)
+
+    def _requirement(self, kind: Any, schema_path: Any) -> str:
+        """What a value failing ``kind`` must be, as the rest of a sentence naming it."""
         if isinstance(kind, _K.Type | _K.Enum | _K.Minimum | _K.Maximum):
-            return _bad(f"{param} must be {self._expected(node)}.", param)
-        if isinstance(kind, _K.MinItems):
-            if kind.limit == 1:
-                return _bad(f"{param} must be a non-empty array.", param)
-            return _bad(f"{param} must have at least {kind.limit} items.", param)
-        if isinstance(kind, _K.MaxItems):
-            return _bad(f"{param} must have at most {kind.limit} items.", param)
-        if isinstance(kind, _K.MaxLength):
-            return _bad(f"{param} must be at most {kind.limit} characters long.", param)
-        if isinstance(kind, _K.MaxProperties):
-            return _bad(f"{param} must have at most {kind.limit} entries.", param)
+            return f"must be {self._expected(self._node(schema_path[:-1]))}"
         if isinstance(kind, _K.PropertyNames):
-            limit = node.get("maxLength")
-            return _bad(f"{param} keys must be at most {limit} characters long.", param)
-        return _bad(f"{param} does not match OpenAI's schema ({kind.name}).", param)
+            limit = self._node(schema_path[:-1]).get("maxLength")
+            return f"keys must be at most {limit} characters long"
+        if isinstance(kind, _K.MinItems) and kind.limit == 1:
+            return "must be a non-empty array"
+        limit_wording = _LIMITS.get(type(kind))
+        if limit_wording is not None:
+            return limit_wording.format(kind.limit)
+        return f"does not match OpenAI's schema ({kind.name})"
 
     # --- reading the schema ----------------------------------------------------------------
 

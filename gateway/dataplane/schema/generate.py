@@ -112,24 +112,31 @@ class Converter:
             _fail(f"unhandled keywords {sorted(unknown)} in {json.dumps(node)[:200]}")
         out: dict[str, Any] = {}
         for key, value in node.items():
-            if key in DROPPED or key.startswith("x-") or key == "nullable":
-                continue
-            if key == "$ref":
-                out.update(self.ref(value))
-            elif key == "properties":
-                out[key] = {name: self.convert(sub) for name, sub in value.items()}
-            elif key in ("items", "additionalProperties"):
-                out[key] = self.convert(value)
-            elif key in ("anyOf", "oneOf", "allOf"):
-                out[key] = [self.convert(sub) for sub in value]
-            elif key == "required":
-                if value:
-                    out[key] = list(value)
-            else:
-                out[key] = copy.deepcopy(value)
+            if key not in DROPPED and not key.startswith("x-") and key != "nullable":
+                self.add_keyword(out, key, value)
+        return self.normalise(out, nullable=node.get("nullable") is True)
+
+    def add_keyword(self, out: dict[str, Any], key: str, value: Any) -> None:
+        """Add ``key: value`` to ``out``, its subschemas converted."""
+        if key == "$ref":
+            out.update(self.ref(value))
+        elif key == "properties":
+            out[key] = {name: self.convert(sub) for name, sub in value.items()}
+        elif key in ("items", "additionalProperties"):
+            out[key] = self.convert(value)
+        elif key in ("anyOf", "oneOf", "allOf"):
+            out[key] = [self.convert(sub) for sub in value]
+        elif key == "required":
+            if value:
+                out[key] = list(value)
+        else:
+            out[key] = copy.deepcopy(value)
+
+    def normalise(self, out: dict[str, Any], nullable: bool) -> dict[str, Any]:
+        """A converted node in its plain JSON Schema form (see the module docstring)."""
         if "allOf" in out:
             out = self.merge_all_of(out)
-        if node.get("nullable") is True:
+        if nullable:
             out = self.nullable(out)
         if "anyOf" in out:
             out = self.simplify_any_of(out)
