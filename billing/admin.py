@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 from django.contrib import admin
+from django.db.models import Model
+from django.http import HttpRequest
 
 from aqta.errors import AqtaError
 from billing.models import (
@@ -16,8 +20,9 @@ from billing.services import exchange_rate_set, model_price_set, period_start_ch
 
 
 class ModelPriceForm(forms.ModelForm):
-    def clean(self):
-        data = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        data = self.cleaned_data
         if data.get("model") and data.get("valid_from"):
             try:
                 period_start_check(data["model"].prices.all(), data["valid_from"])
@@ -27,8 +32,9 @@ class ModelPriceForm(forms.ModelForm):
 
 
 class ExchangeRateForm(forms.ModelForm):
-    def clean(self):
-        data = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        data = self.cleaned_data
         if data.get("valid_from"):
             rows = ExchangeRate.objects.filter(base="USD", quote="EUR")
             try:
@@ -42,10 +48,10 @@ class DatedPeriodAdmin(admin.ModelAdmin):
     """Prices and rates are history: a new one is added (closing the open one through the
     service); an existing period is never edited or deleted."""
 
-    def has_change_permission(self, request, obj=None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return obj is None and super().has_change_permission(request, obj)
 
-    def has_delete_permission(self, request, obj=None) -> bool:
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
 
@@ -72,11 +78,11 @@ class ModelPriceInline(admin.TabularInline):
 
     model = ModelPrice
     extra = 0
-    fields = [*PRICE_FIELDS, "valid_from", "valid_to"]
-    readonly_fields = fields
+    readonly_fields = (*PRICE_FIELDS, "valid_from", "valid_to")
+    fields = readonly_fields
     can_delete = False
 
-    def has_add_permission(self, request, obj=None) -> bool:
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
 
@@ -112,7 +118,9 @@ class ModelPriceAdmin(DatedPeriodAdmin):
     fields = ["model", *PRICE_FIELDS, "valid_from"]
     form = ModelPriceForm
 
-    def save_model(self, request, obj: ModelPrice, form, change: bool) -> None:
+    def save_model(
+        self, request: HttpRequest, obj: ModelPrice, form: forms.ModelForm, change: bool
+    ) -> None:
         prices = {name: form.cleaned_data.get(name) for name in PRICE_FIELDS}
         saved = model_price_set(model=obj.model, valid_from=obj.valid_from, **prices)
         obj.pk = saved.pk
@@ -127,7 +135,9 @@ class ExchangeRateAdmin(DatedPeriodAdmin):
     fields = ["rate", "valid_from"]
     form = ExchangeRateForm
 
-    def save_model(self, request, obj: ExchangeRate, form, change: bool) -> None:
+    def save_model(
+        self, request: HttpRequest, obj: ExchangeRate, form: forms.ModelForm, change: bool
+    ) -> None:
         obj.pk = exchange_rate_set(rate=obj.rate, valid_from=obj.valid_from).pk
 
 

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
+from typing import Generic, TypeVar
 
 from django.db import transaction
 from genai_prices import types as gp
@@ -56,11 +57,14 @@ COST_EFFECTIVE_MAX_INPUT = Decimal("1.00")
 COST_EFFECTIVE_MAX_OUTPUT = Decimal("2.00")
 
 
+V = TypeVar("V")
+
+
 @dataclass
-class FieldChange:
+class FieldChange(Generic[V]):
     field: str
-    current: Decimal | int | None
-    source: Decimal | int | None
+    current: V | None
+    source: V | None
 
 
 @dataclass
@@ -69,7 +73,7 @@ class PeriodChange:
 
     starts: datetime | None
     prices: Prices
-    changes: list[FieldChange]
+    changes: list[FieldChange[Decimal | int]]
     source_since: date | None = None
 
 
@@ -78,7 +82,7 @@ class ModelDiff:
     model: LanguageModel
     source_id: str
     periods: list[PeriodChange] = field(default_factory=list)
-    context_window: FieldChange | None = None
+    context_window: FieldChange[int] | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -154,7 +158,8 @@ def _merge_fees(target: Prices, recorded: Prices, notes: list[str]) -> None:
     )
     if not sized:
         return
-    highest = max(Decimal(fee) for name in FEE_FIELDS if (fee := recorded[name]) is not None)
+    fees = [recorded[name] for name in FEE_FIELDS]
+    highest = max(Decimal(fee) for fee in fees if fee is not None)
     source_fee = target["request_fee_low_usd"]
     if source_fee is not None and Decimal(source_fee) != highest:
         notes.append(
@@ -165,7 +170,7 @@ def _merge_fees(target: Prices, recorded: Prices, notes: list[str]) -> None:
         target[name] = recorded[name]
 
 
-def _field_changes(recorded: Prices, target: Prices) -> list[FieldChange]:
+def _field_changes(recorded: Prices, target: Prices) -> list[FieldChange[Decimal | int]]:
     return [
         FieldChange(name, recorded[name], target[name])
         for name in PRICE_FIELDS

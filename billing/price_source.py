@@ -124,7 +124,8 @@ def source_prices(price: gp.ModelPrice) -> tuple[Prices, list[str]]:
         prices[long_field] = _quantized(Decimal(tier.price))
     prices["long_context_threshold_tokens"] = threshold
     for key in ("cache_read_mtok", "cache_write_mtok"):
-        if isinstance(values[key], gp.TieredPrices) and values[key].tiers:
+        cached = values[key]
+        if isinstance(cached, gp.TieredPrices) and cached.tiers:
             # The price book has one rate for cached tokens at any prompt size.
             notes.append("long-context cache rates not modelled (base rate used)")
             break

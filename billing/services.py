@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal
 
@@ -13,8 +14,11 @@ from billing.models import ExchangeRate, LanguageModel, ModelPrice
 from billing.pricing import Usage, cost_eur
 from billing.selectors import model_price_at, usd_eur_rate_at
 
+# A dated period of the price book: one model's price, or the USD to EUR rate.
+Period = ModelPrice | ExchangeRate
 
-def period_start_check(rows, valid_from: datetime) -> None:
+
+def period_start_check(rows: Iterable[Period], valid_from: datetime) -> None:
     """A new period of one model's prices (or one currency pair's rates) must start after
     every recorded period, so that a change never rewrites what a past call cost."""
     bounds = [b for row in rows for b in (row.valid_from, row.valid_to) if b is not None]
@@ -25,7 +29,7 @@ def period_start_check(rows, valid_from: datetime) -> None:
         )
 
 
-def _close_open_period(rows: list, valid_from: datetime) -> None:
+def _close_open_period(rows: Sequence[Period], valid_from: datetime) -> None:
     """End the open period of the locked ``rows`` where the new one begins."""
     period_start_check(rows, valid_from)
     for row in rows:

@@ -8,7 +8,9 @@ response shapes are in ``gateway.analytics.serializers``, the CSV renderer in
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
+from typing import Any, TypeVar
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -19,7 +21,7 @@ from drf_spectacular.utils import (
     extend_schema_serializer,
 )
 from rest_framework import serializers
-from rest_framework.renderers import JSONRenderer
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
@@ -40,6 +42,7 @@ from gateway.analytics.serializers import (
     StatsOutput,
     TraceOutput,
     choice,
+    represent_many,
 )
 from gateway.models import Trace, TraceStatus
 
@@ -47,6 +50,8 @@ DEFAULT_PAGE = 50
 MAX_PAGE = 500
 FORMATS = ("json", "csv")
 JSON = "application/json"
+
+View = TypeVar("View", bound=Callable[..., Any])
 
 
 FORMAT_PARAMETER = OpenApiParameter(
@@ -74,7 +79,7 @@ def table_schema(
     output: type[serializers.Serializer],
     csv_description: str,
     example: OpenApiExample,
-):
+) -> Callable[[View], View]:
     """The schema of an analytics GET: its query, the JSON ``output`` or a CSV table."""
     return extend_schema(
         operation_id=operation_id,
@@ -101,7 +106,9 @@ class AnalyticsApi(OrganizationScopedApi):
 
     renderer_classes = [JSONRenderer, CsvRenderer]
 
-    def perform_content_negotiation(self, request: Request, force: bool = False):
+    def perform_content_negotiation(
+        self, request: Request, force: bool = False
+    ) -> tuple[BaseRenderer, str]:
         requested = request.query_params.get("format")
         if requested and requested not in FORMATS:
             # Reported after authentication (in initial), as JSON, naming the parameter.
@@ -109,7 +116,7 @@ class AnalyticsApi(OrganizationScopedApi):
             return JSONRenderer(), JSONRenderer.media_type
         return super().perform_content_negotiation(request, force=force)
 
-    def initial(self, request: Request, *args, **kwargs) -> None:
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)
         organization, _ = self.organization_context(request)
         tier = organization.tier
@@ -134,7 +141,9 @@ class AnalyticsApi(OrganizationScopedApi):
         self.request.accepted_media_type = JSONRenderer.media_type
         return super().handle_exception(exc)
 
-    def finalize_response(self, request: Request, response, *args, **kwargs):
+    def finalize_response(
+        self, request: Request, response: Response, *args: Any, **kwargs: Any
+    ) -> Response:
         # Only the tables of the GET handlers are CSV; anything else (OPTIONS' description
         # of the endpoint) is JSON whatever the format asked for.
         is_table = isinstance(getattr(response, "data", None), dict) and "rows" in response.data
@@ -146,7 +155,8 @@ class AnalyticsApi(OrganizationScopedApi):
     @staticmethod
     def query(request: Request) -> dict[str, str]:
         """Query parameters, with empty ones treated as absent (as forms send them)."""
-        return {k: v for k, v in request.query_params.items() if v != "" and k != "format"}
+        params = request.query_params.dict()  # the last value of a repeated parameter
+        return {k: v for k, v in params.items() if v != "" and k != "format"}
 
     @staticmethod
     def wants_csv(request: Request) -> bool:
@@ -166,17 +176,21 @@ class AnalyticsRequestsApi(AnalyticsApi):
         limit = serializers.IntegerField(min_value=1, max_value=MAX_PAGE, default=DEFAULT_PAGE)
         cursor = CursorField(required=False)
 
+    # The ignores marked "field": a field named like a Serializer attribute (`data`,
+    # `errors`), as explained in gateway.analytics.serializers.
     @extend_schema_serializer(component_name="AnalyticsRequests")
     class Output(serializers.Serializer):
         @extend_schema_serializer(component_name="UsageAggregates")
         class Aggregates(serializers.Serializer):
             group_by = serializers.CharField()
-            data = GroupOutput(many=True)
+            data = GroupOutput(many=True)  # type: ignore[assignment]  # field
 
         object = serializers.CharField(default="analytics.requests")
         start = serializers.DateTimeField()
         end = serializers.DateTimeField()
-        data = TraceOutput(many=True, help_text="This page of traces, newest first.")
+        data = TraceOutput(  # type: ignore[assignment]  # field
+            many=True, help_text="This page of traces, newest first."
+        )
         has_more = serializers.BooleanField()
         next = serializers.URLField(allow_null=True, help_text="The next page, or null.")
         summary = StatsOutput(help_text="The whole range (api_key, model, provider filters).")
@@ -236,7 +250,7 @@ class AnalyticsRequestsApi(AnalyticsApi):
         has_more = len(page) > query["limit"]
         page = page[: query["limit"]]
         next_url = self._next_url(request, query, page[-1]) if has_more else None
-        data = TraceOutput(page, many=True).data
+        data = represent_many(TraceOutput, page)
         if self.wants_csv(request):
             link = {"Link": f'<{next_url}>; rel="next"'} if next_url else {}
             header = list(TraceOutput.Meta.fields)
@@ -260,7 +274,7 @@ class AnalyticsRequestsApi(AnalyticsApi):
             "summary": StatsOutput(usage["total"]).data,
             "aggregates": {
                 "group_by": query["group_by"],
-                "data": GroupOutput(usage["groups"], many=True).data,
+                "data": represent_many(GroupOutput, usage["groups"]),
             },
         }
         return Response(body)
@@ -288,7 +302,7 @@ class AnalyticsCostsApi(AnalyticsApi):
         @extend_schema_serializer(component_name="CostTotal")
         class Total(serializers.Serializer):
             requests = serializers.IntegerField()
-            errors = serializers.IntegerField()
+            errors = serializers.IntegerField()  # type: ignore[assignment]  # field
             tokens = serializers.IntegerField()
             cost_eur = serializers.DecimalField(max_digits=18, decimal_places=8)
 
@@ -298,7 +312,7 @@ class AnalyticsCostsApi(AnalyticsApi):
         end = serializers.DateTimeField()
         group_by = serializers.CharField()
         total = Total()
-        data = CostRowOutput(many=True)
+        data = CostRowOutput(many=True)  # type: ignore[assignment]  # field
         month = MonthOutput(help_text="This calendar month against quota and budget.")
 
     @table_schema(
@@ -356,7 +370,7 @@ class AnalyticsCostsApi(AnalyticsApi):
             end=query["end"],
             dimension=query["group_by"],
         )
-        data = CostRowOutput(rows, many=True).data
+        data = represent_many(CostRowOutput, rows)
         if self.wants_csv(request):
             return csv_response(data, list(CostRowOutput().fields), "aqta-costs.csv")
         total = {name: sum(row[name] for row in rows) for name in ("requests", "errors", "tokens")}

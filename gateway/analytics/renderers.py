@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rest_framework.renderers import BaseRenderer
@@ -28,7 +29,12 @@ class CsvRenderer(BaseRenderer):
     format = "csv"
     charset = "utf-8"
 
-    def render(self, data, accepted_media_type=None, renderer_context=None) -> bytes:
+    def render(
+        self,
+        data: Any,
+        accepted_media_type: str | None = None,
+        renderer_context: Mapping[str, Any] | None = None,
+    ) -> bytes:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\r\n")
         writer.writerow(data["header"])
@@ -36,7 +42,9 @@ class CsvRenderer(BaseRenderer):
         return buffer.getvalue().encode()
 
 
-def csv_response(rows: list[dict], header: list[str], filename: str, **headers: str) -> Response:
+def csv_response(
+    rows: Sequence[Mapping[str, Any]], header: list[str], filename: str, **headers: str
+) -> Response:
     table = {"header": header, "rows": [[row.get(name) for name in header] for row in rows]}
     disposition = f'attachment; filename="{filename}"'
     return Response(table, headers={"Content-Disposition": disposition, **headers})

@@ -39,8 +39,12 @@ from gateway.models import (
     UsageCounter,
 )
 
+# Rollup rows to sum, and the column to group them on.
+Rollups = QuerySet[DailyRollup] | QuerySet[HourlyRollup]
+Source = tuple[Rollups, str]
 
-def _scoped(rollups: QuerySet, organization: Organization, filters: dict[str, Any]) -> QuerySet:
+
+def _scoped(rollups: Rollups, organization: Organization, filters: dict[str, Any]) -> Rollups:
     rollups = rollups.filter(organization=organization).order_by()
     if filters.get("api_key_id"):
         rollups = rollups.filter(api_key_id=filters["api_key_id"])
@@ -50,7 +54,9 @@ def _scoped(rollups: QuerySet, organization: Organization, filters: dict[str, An
     return rollups
 
 
-def _sources(organization: Organization, start: Bound, end: Bound, by: GroupBy, filters: dict):
+def _sources(
+    organization: Organization, start: Bound, end: Bound, by: GroupBy, filters: dict[str, Any]
+) -> list[Source]:
     """(rows, column to group on) covering the range: hourly rows for hours, daily rows for
     days, and for other groupings daily rows for the whole days plus hourly rows for the
     partial days at either end (the fewest rows that are exact to the hour)."""
@@ -70,10 +76,11 @@ def _sources(organization: Organization, start: Bound, end: Bound, by: GroupBy, 
     daily = DailyRollup.objects.filter(day__gte=whole_first, day__lt=whole_stop)
     head = hourly.filter(hour__gte=first, hour__lt=midnight(whole_first))
     tail = hourly.filter(hour__gte=midnight(whole_stop), hour__lt=stop)
-    return [(_scoped(qs, organization, filters), column) for qs in (daily, head, tail)]
+    parts: list[Rollups] = [daily, head, tail]
+    return [(_scoped(qs, organization, filters), column) for qs in parts]
 
 
-def _collect(sources, *, latency: bool) -> dict[Any, Totals]:
+def _collect(sources: Iterable[Source], *, latency: bool) -> dict[Any, Totals]:
     """Totals per group value (the database sums; histograms only if ``latency``)."""
     totals: dict[Any, Totals] = defaultdict(Totals)
     for rows, column in sources:
@@ -85,12 +92,12 @@ def _collect(sources, *, latency: bool) -> dict[Any, Totals]:
 def _labels(organization: Organization, by: GroupBy, keys: Iterable) -> dict[Any, str]:
     keys = list(keys)
     if by == "key":
-        found = ApiKey.objects.filter(organization=organization, pk__in=[k for k in keys if k])
-        names = {k.pk: f"{k.name} ({k.masked})" for k in found.only("name", "prefix", "last4")}
-        return {k: names.get(k, "Deleted key") for k in keys}
+        api_keys = ApiKey.objects.filter(organization=organization, pk__in=[k for k in keys if k])
+        masked = {k.pk: f"{k.name} ({k.masked})" for k in api_keys.only("name", "prefix", "last4")}
+        return {k: masked.get(k, "Deleted key") for k in keys}
     if by == "model":
-        found = LanguageModel.objects.filter(model_id__in=keys).exclude(display_name="")
-        names = dict(found.values_list("model_id", "display_name"))
+        models = LanguageModel.objects.filter(model_id__in=keys).exclude(display_name="")
+        names = dict(models.values_list("model_id", "display_name"))
         return {k: names.get(k) or k or "(none)" for k in keys}
     if by == "provider":
         choices = dict(Provider.choices)
@@ -100,14 +107,17 @@ def _labels(organization: Organization, by: GroupBy, keys: Iterable) -> dict[Any
     return {k: k.isoformat() for k in keys}
 
 
-def _time_axis(start: Bound, end: Bound, by: GroupBy) -> list:
+def _time_axis(start: Bound, end: Bound, by: GroupBy) -> list[date]:
+    """The hours (datetimes) or days (dates) of the range, in order."""
+    first: date
+    stop: date
     if by == "hour":
         first, stop = hour_range(start, end)
         step = timedelta(hours=1)
     else:
         first, stop = day_range(start, end)
         step = timedelta(days=1)
-    axis = []
+    axis: list[date] = []
     while first < stop:
         axis.append(first)
         first += step
@@ -259,7 +269,9 @@ def trace_list(*, organization: Organization, filters: dict[str, Any]) -> QueryS
     return traces.order_by("-created_at", "-id")
 
 
-def trace_page_after(traces: QuerySet[Trace], *, created_at: datetime, trace_id: Any) -> QuerySet:
+def trace_page_after(
+    traces: QuerySet[Trace], *, created_at: datetime, trace_id: Any
+) -> QuerySet[Trace]:
     """The traces after (older than) the given one in ``trace_list`` order."""
     # The redundant `lte` bound lets the index range start at the cursor.
     return traces.filter(

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import base64
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
+from rest_framework.utils.serializer_helpers import ReturnList
 
 from gateway.analytics import rollups
 from gateway.models import Trace
@@ -41,11 +44,11 @@ class InstantField(serializers.Field):
     EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
     LATEST = datetime(9999, 1, 1, tzinfo=UTC)
 
-    def __init__(self, *, end: bool = False, **kwargs) -> None:
+    def __init__(self, *, end: bool = False, **kwargs: Any) -> None:
         self.end = end
         super().__init__(**kwargs)
 
-    def to_internal_value(self, data) -> datetime:
+    def to_internal_value(self, data: Any) -> datetime:
         text = str(data).strip()
         # An unencoded "+" of a UTC offset reaches the query string as a space.
         text = text.replace(" ", "+") if "T" in text else text
@@ -54,10 +57,11 @@ class InstantField(serializers.Field):
             moment = None if day else parse_datetime(text)
         except ValueError:
             self.fail("invalid")
-        if day is None and moment is None:
+        bound = day or moment
+        if bound is None:
             self.fail("invalid")
         try:
-            value = rollups.instant(day, end=self.end) if day else rollups.instant(moment)
+            value = rollups.instant(bound, end=self.end)  # `end` moves a date only
         except OverflowError:  # the day after 9999-12-31, or an offset past either end
             self.fail("out_of_range")
         if not self.EARLIEST <= value <= self.LATEST:
@@ -79,7 +83,7 @@ class CursorField(serializers.Field):
         raw = f"{trace.created_at.isoformat()}|{trace.pk}".encode()
         return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
-    def to_internal_value(self, data) -> tuple[datetime, uuid.UUID]:
+    def to_internal_value(self, data: Any) -> tuple[datetime, uuid.UUID]:
         try:
             text = str(data)
             raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
@@ -91,11 +95,11 @@ class CursorField(serializers.Field):
         except ValueError:
             self.fail("invalid")
 
-    def to_representation(self, value) -> str:
+    def to_representation(self, value: Any) -> str:
         return str(value)
 
 
-def choice(choices: list[str], **kwargs) -> serializers.ChoiceField:
+def choice(choices: list[str], **kwargs: Any) -> serializers.ChoiceField:
     listed = ", ".join(choices)
     message = f'"{{input}}" is not one of: {listed}.'
     return serializers.ChoiceField(
@@ -114,7 +118,7 @@ class RangeQuery(serializers.Serializer):
     def default_start(self, end: datetime) -> datetime:
         return end - self.default_range
 
-    def validate(self, attrs: dict) -> dict:
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         attrs["end"] = end = attrs.get("end") or timezone.now()
         attrs["start"] = start = attrs.get("start") or self.default_start(end)
         if start >= end:
@@ -135,11 +139,17 @@ class RangeQuery(serializers.Serializer):
 
 # --- Output shapes --------------------------------------------------------------------------
 
+# Some response fields share a name with an attribute of Serializer (`errors`, `data`) or
+# Field (`label`). The names are the API's; the stubs see a clash, but DRF's metaclass moves
+# declared fields off the class, so nothing is shadowed: hence the ignores marked "field".
+
 
 @extend_schema_serializer(component_name="UsageStats")
 class StatsOutput(serializers.Serializer):
     requests = serializers.IntegerField()
-    errors = serializers.IntegerField(help_text="HTTP status ≥ 400, blocked or suppressed.")
+    errors = serializers.IntegerField(  # type: ignore[assignment]  # field
+        help_text="HTTP status ≥ 400, blocked or suppressed."
+    )
     blocked = serializers.IntegerField(help_text="Refused by a policy (blocked or suppressed).")
     error_rate = serializers.FloatField(help_text="errors / requests (0 to 1).")
     prompt_tokens = serializers.IntegerField()
@@ -154,7 +164,7 @@ class StatsOutput(serializers.Serializer):
 
 class KeyLabelOutput(serializers.Serializer):
     key = serializers.CharField(help_text="ISO hour or day, model id, API key id or provider.")
-    label = serializers.CharField()
+    label = serializers.CharField()  # type: ignore[assignment]  # field
 
 
 @extend_schema_serializer(component_name="UsageGroup")
@@ -196,9 +206,9 @@ class TraceOutput(serializers.ModelSerializer):
 @extend_schema_serializer(component_name="CostRow")
 class CostRowOutput(serializers.Serializer):
     key = serializers.CharField(help_text="Day, model id, API key id or provider.")
-    label = serializers.CharField()
+    label = serializers.CharField()  # type: ignore[assignment]  # field
     requests = serializers.IntegerField()
-    errors = serializers.IntegerField()
+    errors = serializers.IntegerField()  # type: ignore[assignment]  # field
     tokens = serializers.IntegerField()
     cost_eur = serializers.DecimalField(max_digits=18, decimal_places=8)
 
@@ -215,3 +225,9 @@ class MonthOutput(serializers.Serializer):
     projected_cost_eur = serializers.DecimalField(max_digits=18, decimal_places=2)
     projected_requests = serializers.IntegerField()
     rate_limit_per_minute = serializers.IntegerField()
+
+
+def represent_many(serializer: type[serializers.Serializer], items: Iterable[Any]) -> ReturnList:
+    """``serializer(items, many=True).data``: the stubs type a ``many=True`` serializer as a
+    single one (its ``data`` a dict), while DRF builds a ListSerializer (a list)."""
+    return cast(ReturnList, serializer(items, many=True).data)

@@ -8,6 +8,7 @@ or an unreadable source.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
@@ -62,7 +63,7 @@ class Command(BaseCommand):
             "--url", help="fetch genai-prices data (its JSON format) from this URL instead"
         )
 
-    def handle(self, *args, **options) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:
         if options["check"] and options["apply"]:
             raise CommandError("--check only reports; use it without --apply.", returncode=2)
         providers, described = load_providers(url=options["url"], latest=options["latest"])

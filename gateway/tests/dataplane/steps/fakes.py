@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 from accounts import keys as key_secrets
 from accounts.key_records import KeyRecord, digest_for
 from billing.models import ModelPrice
-from gateway.dataplane import policy
+from gateway.dataplane import http, policy
 from gateway.dataplane.buffer import LocalBuffer, RedisBuffer
 from gateway.dataplane.call import Call, call_new
 from gateway.dataplane.catalog import Catalog, Deployment, Endpoint, ModelEntry, PricePeriod
@@ -167,16 +167,18 @@ def scope(token: str | None = None, **headers: str) -> dict[str, Any]:
 class Sent:
     """Records the ASGI messages a step sends."""
 
-    messages: list[dict[str, Any]] = field(default_factory=list)
+    messages: list[http.Message] = field(default_factory=list)
 
-    async def __call__(self, message: dict[str, Any]) -> None:
+    async def __call__(self, message: http.Message) -> None:
         self.messages.append(message)
 
     @property
     def status(self) -> int:
         starts = [m for m in self.messages if m["type"] == "http.response.start"]
         assert len(starts) == 1, self.messages
-        return starts[0]["status"]
+        status = starts[0]["status"]
+        assert isinstance(status, int), starts[0]
+        return status
 
     @property
     def headers(self) -> dict[str, str]:
@@ -234,7 +236,11 @@ async def traces(rt: Runtime) -> list[dict[str, Any]]:
         return list(buffer.items)
     assert isinstance(buffer, RedisBuffer)
     entries = await buffer.client.xrange(buffer.stream) if rt.redis is not None else []
-    return [orjson.loads(fields[b"d"]) for _, fields in entries] + buffer.fallback.items
+    records = []
+    for _, fields in entries or []:
+        assert fields is not None  # XRANGE lists live entries only
+        records.append(orjson.loads(fields[b"d"]))
+    return records + buffer.fallback.items
 
 
 @asynccontextmanager
@@ -265,5 +271,5 @@ async def _forget(client: Redis) -> None:
             await client.delete(*found)
 
 
-def run(scenario: Callable[[], Awaitable[None]]) -> None:
+def run(scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
     asyncio.run(scenario())

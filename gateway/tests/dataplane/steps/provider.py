@@ -124,7 +124,7 @@ def _sse(kind: str, data: dict[str, Any]) -> bytes:
 
 
 def anthropic_stream(*texts: str) -> Reply:
-    start = {
+    start: dict[str, Any] = {
         "id": "msg_01",
         "type": "message",
         "role": "assistant",

@@ -31,7 +31,8 @@ def answered(
 ) -> tuple[Sent, Call, Any]:
     """The step's answer to one call: what it sent, the call, and what it returned (the
     body for the cache, None for a stream) or the AqtaError it raised."""
-    sent, out = Sent(), []
+    sent = Sent()
+    out: list[Any] = []
 
     async def scenario() -> None:
         async with wire.serving() as server:
@@ -43,7 +44,8 @@ def answered(
                 opened = await call_upstream(rt, call)
                 try:
                     if call.stream:
-                        out.append(await answer.stream(found, sent, call, opened))
+                        await answer.stream(found, sent, call, opened)
+                        out.append(None)
                     else:
                         out.append(await answer.completion(found, sent, call, opened))
                 except AqtaError as error:

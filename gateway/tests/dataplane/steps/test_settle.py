@@ -226,9 +226,10 @@ def test_redis_unreachable_the_trace_is_kept_in_this_process():
         async with runtime() as rt:
             call = await admitted(rt, record)
             answered(call)
-            down = dataclasses.replace(rt, redis=client, buffer=RedisBuffer(client, client))
+            buffer = RedisBuffer(client, client)
+            down = dataclasses.replace(rt, redis=client, buffer=buffer)
             await settle.settle(down, call)
-            out.update(call=call, kept=list(down.buffer.fallback.items))
+            out.update(call=call, kept=list(buffer.fallback.items))
         await client.aclose()
 
     run(scenario)
