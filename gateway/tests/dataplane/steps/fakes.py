@@ -211,7 +211,8 @@ def routed(catalog_: Catalog, record: KeyRecord, **fields: Any) -> Call:
     call.raw = orjson.dumps(body(**fields))
     call.body = parse({"headers": []}, call.raw)
     call.stream = bool(call.body.get("stream"))
-    call.route = route.route(catalog_, record, call.body, call.ts)
+    model = route.model_of(catalog_, call.body)
+    call.route = route.route(catalog_, record, model, call.body, call.ts)
     call.deployment = call.route.targets[0].deployment.name
     return call
 

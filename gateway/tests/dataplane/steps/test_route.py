@@ -20,7 +20,9 @@ CATALOG = catalog()
 
 
 def routed(record=None, at: float = NOW, catalog_=CATALOG, **fields: Any) -> Route:
-    return route.route(catalog_, record or key_record(), body(**fields), at)
+    request = body(**fields)
+    model = route.model_of(catalog_, request)
+    return route.route(catalog_, record or key_record(), model, request, at)
 
 
 def refused(record=None, catalog_=CATALOG, **fields: Any) -> AqtaError:
