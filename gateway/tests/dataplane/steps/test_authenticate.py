@@ -35,6 +35,16 @@ def refused(keys: KeyCache, request_scope: dict, check=authenticate) -> AqtaErro
     return raised.value
 
 
+def accepted(keys: KeyCache, request_scope: dict, check=authenticate) -> KeyRecord:
+    found: list[KeyRecord] = []
+
+    async def scenario() -> None:
+        found.append(await check(keys, request_scope))
+
+    run(scenario)
+    return found[0]
+
+
 def assert_invalid_key(error: AqtaError) -> None:
     assert (error.code, error.status, error.type) == (
         ErrorCode.INVALID_API_KEY,
@@ -47,25 +57,13 @@ def assert_invalid_key(error: AqtaError) -> None:
 def test_a_known_key_is_its_record():
     keys, token, record = KeyCache(None), secret(), key_record()
     cached(keys, token, record)
-    found: list[KeyRecord] = []
-
-    async def scenario() -> None:
-        found.append(await authenticate(keys, scope(token)))
-
-    run(scenario)
-    assert found == [record]
+    assert accepted(keys, scope(token)) == record
 
 
 def test_the_british_spelling_of_the_header_is_read_too():
     keys, token, record = KeyCache(None), secret(), key_record()
     cached(keys, token, record)
-    found: list[KeyRecord] = []
-
-    async def scenario() -> None:
-        found.append(await authenticate(keys, scope(authorisation=f"Bearer {token}")))
-
-    run(scenario)
-    assert found == [record]
+    assert accepted(keys, scope(authorisation=f"Bearer {token}")) == record
 
 
 @pytest.mark.parametrize(
@@ -109,25 +107,13 @@ def test_an_expired_key_is_refused():
 def test_a_key_that_expires_later_is_accepted():
     keys, token, record = KeyCache(None), secret(), key_record(expires_at=time.time() + 3600)
     cached(keys, token, record)
-    found: list[KeyRecord] = []
-
-    async def scenario() -> None:
-        found.append(await authenticate(keys, scope(token)))
-
-    run(scenario)
-    assert found == [record]
+    assert accepted(keys, scope(token)) == record
 
 
 def test_unrevoked_embedded_has_no_markers_to_check():
     keys, token, record = KeyCache(None), secret(), key_record()
     cached(keys, token, record)
-    found: list[KeyRecord] = []
-
-    async def scenario() -> None:
-        found.append(await authenticate_unrevoked(keys, scope(token)))
-
-    run(scenario)
-    assert found == [record]
+    assert accepted(keys, scope(token), authenticate_unrevoked) == record
 
 
 def test_unrevoked_refuses_a_key_revoked_on_another_host(redis_url):
