@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import hashlib
 import importlib
-import math
 import os
 import re
 import secrets
@@ -36,10 +35,28 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType, ModuleType
-from typing import Any, Literal
+from typing import Any
 
 import aiohttp
 import orjson
+
+from bench.scenarios import (
+    CHUNKS,
+    HOST,
+    LITELLM_GROUP,
+    LITELLM_PEERS,
+    MODEL,
+    REDIS_URL,
+    ROOT,
+    WORKERS,
+    BenchError,
+    Outcome,
+    Result,
+    Run,
+    Scenario,
+    Target,
+    scenarios_for,
+)
 
 psutil: ModuleType | None
 try:
@@ -47,29 +64,20 @@ try:
 except ImportError:  # reading /proc does the same on Linux
     psutil = None
 
-ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results.md"
 LITELLM_REQUIREMENTS = Path(__file__).resolve().parent / "litellm-requirements.txt"
 LITELLM_VENV = ROOT / ".venv" / "litellm"
-HOST = "127.0.0.1"
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DB_NAME = "aqta_bench"
 DATABASE_URL = f"postgres://postgres@127.0.0.1:5432/{DB_NAME}"
-REDIS_URL = "redis://127.0.0.1:6379/15"
 TRACE_STREAM = "aqta:traces"  # gateway/storage.py STREAM and GROUP
 FLUSH_GROUP = "flushers"
 ORG_SLUG = "demo"
 ORG_BUDGET_EUR = 1_000_000
 BENCH_RATE_LIMIT = 10_000_000
-MODEL = "gpt-4o-mini"
-ANTHROPIC_MODEL = "claude-3-haiku-20240307"  # routed by gateway/dataplane/providers/anthropic.py
 ANTHROPIC_VERSION = "2023-06-01"
 ANTHROPIC_MAX_TOKENS = 4096  # what the gateway sends for this model (its max_output_tokens)
-CHUNKS = 20
-WORKERS = 2
 REQUEST_TIMEOUT = 30.0
-SCENARIO_TIMEOUT = 150.0
-LITELLM_SCENARIO_TIMEOUT = 600.0  # 3000 requests at some 20 to 50 a second
 READY_TIMEOUT = 60.0
 LITELLM_READY_TIMEOUT = 180.0  # it imports for 10 to 20 s on a 2-core machine
 LITELLM_INSTALL_TIMEOUT = 900.0
@@ -90,9 +98,6 @@ GOAL_ANTHROPIC_STREAM_RATIO = 2.0  # gateway CPU per Anthropic-translated stream
 GOAL_LITELLM_JSON_RATIO = 20.0  # LiteLLM's CPU per request (LB) / the gateway's (B), at least
 GOAL_LITELLM_STREAM_RATIO = 30.0  # the same per 20-chunk stream (LE / E)
 
-Target = Literal["mock", "gateway", "litellm"]
-Protocol = Literal["openai", "anthropic"]  # what the load generator speaks
-
 
 # Start-up and shutdown chatter of uvicorn, the mock and run_flusher; other log lines are reported.
 QUIET_LOG_LINES = (
@@ -101,195 +106,6 @@ QUIET_LOG_LINES = (
     "trace flusher running",
     "trace flusher stopped",
 )
-
-
-class BenchError(RuntimeError):
-    """Set-up failed; the message says what and where to look."""
-
-
-# --- scenarios -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Scenario:
-    key: str
-    group: str  # the letter ``--only`` selects
-    label: str
-    target: Target
-    stream: bool
-    concurrency: int
-    n: int
-    model: str = MODEL
-    protocol: Protocol = "openai"
-    provider: str | None = None  # the gateway's answers must name it in aqta.provider
-    workers: int = WORKERS  # the gateway's uvicorn workers (gateway scenarios)
-
-    @property
-    def timeout(self) -> float:
-        return LITELLM_SCENARIO_TIMEOUT if self.target == "litellm" else SCENARIO_TIMEOUT
-
-
-# Group L: LiteLLM beside the gateway. They run after the others, B1 and E1 with a gateway of one
-# worker (as LiteLLM has), LB and LE with the LiteLLM proxy; same bodies and N as B and E.
-LITELLM_GROUP = "L"
-LITELLM_PEERS = {"LB": ("B", "B1"), "LE": ("E", "E1")}  # LiteLLM row: the gateway's rows
-
-
-def scenarios_for(quick: bool) -> list[Scenario]:
-    def n(full: int, small: int) -> int:
-        return small if quick else full
-
-    openai: dict[str, Any] = {"provider": "openai"}
-    one_worker: dict[str, Any] = {"provider": "openai", "workers": 1}
-    anthropic: dict[str, Any] = {"model": ANTHROPIC_MODEL, "provider": "anthropic"}
-    return [
-        Scenario("A", "A", "A. mock direct, JSON, 10 clients", "mock", False, 10, n(3000, 300)),
-        Scenario(
-            "B", "B", "B. gateway, JSON, 10 clients", "gateway", False, 10, n(3000, 300), **openai
-        ),
-        Scenario("C0", "C", "C. mock direct, JSON, 1 client", "mock", False, 1, n(500, 100)),
-        Scenario(
-            "C", "C", "C. gateway, JSON, 1 client", "gateway", False, 1, n(500, 100), **openai
-        ),
-        Scenario("D", "D", "D. mock direct, stream, 10 clients", "mock", True, 10, n(1000, 100)),
-        Scenario(
-            "E", "E", "E. gateway, stream, 10 clients", "gateway", True, 10, n(1000, 100), **openai
-        ),
-        Scenario(
-            "F",
-            "F",
-            "F. gateway, stream via Anthropic, 10 clients",
-            "gateway",
-            True,
-            10,
-            n(1000, 100),
-            **anthropic,
-        ),
-        Scenario(
-            "G",
-            "G",
-            "G. mock direct, Anthropic stream, 10 clients",
-            "mock",
-            True,
-            10,
-            n(1000, 100),
-            model=ANTHROPIC_MODEL,
-            protocol="anthropic",
-        ),
-        Scenario(
-            "B1",
-            LITELLM_GROUP,
-            "B1. gateway, 1 worker, JSON, 10 clients",
-            "gateway",
-            False,
-            10,
-            n(3000, 300),
-            **one_worker,
-        ),
-        Scenario(
-            "E1",
-            LITELLM_GROUP,
-            "E1. gateway, 1 worker, stream, 10 clients",
-            "gateway",
-            True,
-            10,
-            n(1000, 100),
-            **one_worker,
-        ),
-        Scenario(
-            "LB", LITELLM_GROUP, "LB. LiteLLM, JSON, 10 clients", "litellm", False, 10, n(3000, 300)
-        ),
-        Scenario(
-            "LE",
-            LITELLM_GROUP,
-            "LE. LiteLLM, stream, 10 clients",
-            "litellm",
-            True,
-            10,
-            n(1000, 100),
-        ),
-    ]
-
-
-@dataclass(slots=True)
-class Outcome:
-    """What one load phase saw."""
-
-    n: int = 0
-    sent: int = 0  # requests actually sent (each leaves one trace behind the gateway)
-    elapsed: float = 0.0
-    latencies: list[float] = field(default_factory=list)  # seconds, successful requests
-    ttfbs: list[float] = field(default_factory=list)
-    failures: Counter[str] = field(default_factory=Counter)
-    examples: list[str] = field(default_factory=list)
-
-    def fail(self, reason: str, detail: str) -> None:
-        self.failures[reason] += 1
-        if len(self.examples) < 5:
-            self.examples.append(f"{reason}: {detail[:400]}")
-
-    @property
-    def failed(self) -> int:
-        return sum(self.failures.values())
-
-
-@dataclass(slots=True)
-class Result:
-    scenario: Scenario
-    warmup: Outcome
-    outcome: Outcome
-    server_cpu_ms: float | None  # measured server's process tree, per request
-    flusher_cpu_ms: float | None  # the run_flusher process, per request (None: no such process)
-    mock_cpu_ms: float | None  # the mock's tree, per request (also behind the gateway)
-    client_cpu_ms: float  # this process, per request
-    machine_busy: float  # share of all CPUs busy during the load (everything)
-    other_cpu_ms: float  # per request: all CPU time not of the server, mock or client
-    rss_mb: list[float]  # peak RSS of each gateway worker so far (gateway scenarios)
-    split_ms: tuple[float, float, float] | None  # gateway per request: loop, threads, rest
-    redis_cpu_us: float  # Redis's CPU per request (server-wide)
-    admit_us: float | None  # Redis's time per admission script (EVALSHA) call
-    trace_batches: int  # trace batches the flushers acknowledged (XACK calls)
-    catch_up_s: float | None  # after the load, until every trace was in PostgreSQL (gateway)
-    backlog: int  # traces not yet stored when the catch-up gave up (0: caught up)
-    profile: Profile | None = None  # one gateway worker
-    flusher_profile: Profile | None = None
-
-    @property
-    def total_cpu_ms(self) -> float | None:
-        """Gateway process tree plus the flusher process, per request (LiteLLM: its tree, as it
-        has no other process)."""
-        if self.server_cpu_ms is None or self.scenario.target == "mock":
-            return None
-        return self.server_cpu_ms + (self.flusher_cpu_ms or 0.0)
-
-    @property
-    def rps(self) -> float:
-        return self.outcome.n / self.outcome.elapsed if self.outcome.elapsed else 0.0
-
-    def p(self, q: float) -> float | None:
-        return percentile(self.outcome.latencies, q)
-
-    def ttfb(self, q: float) -> float | None:
-        return percentile(self.outcome.ttfbs, q)
-
-
-@dataclass(slots=True)
-class Run:
-    results: list[Result] = field(default_factory=list)
-    busy_before: float = 0.0  # share of all CPUs busy before anything started
-    flush_in_workers: bool = False  # the simple shape: no flusher process
-    gateway_idle_ms_per_s: float | None = None  # the gateway's background CPU, without load
-    flusher_idle_ms_per_s: float | None = None
-    litellm_version: str | None = None  # installed in LITELLM_VENV
-    litellm_skipped: str | None = None  # why the LiteLLM rows were not run
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    """Nearest-rank percentile in milliseconds."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(math.ceil(q * len(ordered)) - 1, 0)] * 1000
 
 
 # --- the load generator --------------------------------------------------------------------------
