@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from bench.run import Profile
+    from bench.profiling import Profile
 
 
 ROOT = Path(__file__).resolve().parent.parent
