@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.validation            # about a minute
     .venv/bin/python -m bench.validation --quick    # fewer iterations
 
-Three valid requests: the benchmark's (bench/run.py: a system prompt and a short user
+Three valid requests: the benchmark's (bench/load.py: a system prompt and a short user
 message), an agent's (a system prompt, 30 messages with tool calls and tool results, 10 tools
 with JSON-schema parameters, streaming) and a 2 MB one (the agent's with 40 documents of
 50 KB as user messages). For each, ``time.process_time`` over many calls, after one warm-up
