@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from bench.scenarios import REDIS_URL, BenchError
 
 if TYPE_CHECKING:
-    from bench.run import Server
+    from bench.stack import Server
 
 psutil: ModuleType | None
 try:
