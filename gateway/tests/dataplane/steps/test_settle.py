@@ -32,6 +32,18 @@ async def admitted(rt: Runtime, record: KeyRecord, **fields: Any) -> Call:
     return call
 
 
+async def admitted_or_refused_then_settled(rt: Runtime, record: KeyRecord) -> Call:
+    """A routed call through admission (a refusal answered as the pipeline answers it),
+    then settled."""
+    call = routed(rt.catalog, record)
+    try:
+        await admit.admit(rt, call)
+    except AqtaError as refusal:
+        call.http_status, call.error_code = refusal.status, refusal.code
+    await settle.settle(rt, call)
+    return call
+
+
 def answered(call: Call) -> None:
     """What a successful answer leaves on the call."""
     call.usage, call.cost_eur, call.ttfb_ms = Usage(10, 5), COST, 12
@@ -128,12 +140,7 @@ def test_a_refused_call_is_recorded_with_its_policy_and_costs_nothing(backend):
             first = await admitted(rt, record)
             answered(first)
             await settle.settle(rt, first)
-            call = routed(rt.catalog, record)
-            try:
-                await admit.admit(rt, call)
-            except AqtaError as refusal:
-                call.http_status, call.error_code = refusal.status, refusal.code
-            await settle.settle(rt, call)
+            call = await admitted_or_refused_then_settled(rt, record)
             out.update(used=await used(rt, record, call), traces=await traces(rt))
 
     run(scenario)
@@ -160,12 +167,7 @@ def test_a_suppressed_loop_is_recorded_as_a_loop_event():
     async def scenario() -> None:
         async with runtime() as rt:
             for _ in range(2):
-                call = routed(rt.catalog, record)
-                try:
-                    await admit.admit(rt, call)
-                except AqtaError as refusal:
-                    call.http_status, call.error_code = refusal.status, refusal.code
-                await settle.settle(rt, call)
+                await admitted_or_refused_then_settled(rt, record)
             records.extend(await traces(rt))
 
     run(scenario)
