@@ -28,6 +28,26 @@ def pytest_report_header(config) -> list[str]:
     ]
 
 
+def _allow_truncate(connection, **kwargs) -> None:
+    """Append-only tables refuse TRUNCATE (healthcare/migrations/0002); the test database
+    empties them between tests with it."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET aqta.allow_truncate = 'on'")
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    from django.db import connections
+    from django.db.backends.signals import connection_created
+
+    connection_created.connect(_allow_truncate)
+    with django_db_blocker.unblock():
+        for connection in connections.all():
+            if connection.connection is not None:
+                _allow_truncate(connection)
+
+
 @pytest.fixture(autouse=True)
 def _fresh_cache():
     """Throttle counters live in the cache (Redis when configured): start every test clean."""

@@ -49,6 +49,10 @@ class KeyRecord:
     loop_threshold: int
     loop_window_seconds: int
     expires_at: float | None
+    # Healthcare: issue a receipt of every call; the organisation's enabled high-risk rules
+    # as (name, category, pattern, scope, action) tuples (``healthcare.highrisk``).
+    receipts: bool = False
+    high_risk_rules: tuple[tuple[str, str, str, str, str], ...] = ()
 
     def to_json(self) -> bytes:
         return orjson.dumps(asdict(self))
@@ -57,6 +61,7 @@ class KeyRecord:
     def from_json(cls, raw: bytes) -> KeyRecord:
         data = orjson.loads(raw)
         data["allowed_models"] = tuple(data["allowed_models"])
+        data["high_risk_rules"] = tuple(tuple(rule) for rule in data.get("high_risk_rules", ()))
         return cls(**data)
 
     @property
@@ -94,6 +99,16 @@ def key_record_build(api_key: ApiKey) -> KeyRecord:
         loop_threshold=org.loop_guard_threshold or tier.loop_guard_threshold,
         loop_window_seconds=org.loop_guard_window_seconds or tier.loop_guard_window_seconds,
         expires_at=api_key.expires_at.timestamp() if api_key.expires_at else None,
+        receipts=tier.receipts,
+        high_risk_rules=_high_risk_rules(org) if tier.receipts else (),
+    )
+
+
+def _high_risk_rules(org: Organization) -> tuple[tuple[str, str, str, str, str], ...]:
+    rules = org.high_risk_rules.filter(enabled=True).order_by("name")
+    return tuple(
+        (r.name, r.category, r.pattern, r.scope, r.action)
+        for r in rules.only("name", "category", "pattern", "scope", "action")
     )
 
 

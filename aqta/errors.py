@@ -88,6 +88,7 @@ class ErrorCode(StrEnum):
     EMAIL_VERIFICATION_REQUIRED = "email_verification_required", 403
     MODEL_NOT_ALLOWED = "model_not_allowed", 403
     TIER_FEATURE_UNAVAILABLE = "tier_feature_unavailable", 403
+    HIGH_RISK_BLOCKED = "high_risk_blocked", 403
     # 404-415
     NOT_FOUND = "not_found", 404
     MODEL_NOT_FOUND = "model_not_found", 404
@@ -109,6 +110,7 @@ class ErrorCode(StrEnum):
     INTERNAL_ERROR = "internal_error", 500
     PROVIDER_ERROR = "provider_error", 502
     SERVICE_UNAVAILABLE = "service_unavailable", 503
+    RECEIPTS_UNAVAILABLE = "receipts_unavailable", 503
     PROVIDER_UNAVAILABLE = "provider_unavailable", 503
     PROVIDER_NOT_CONFIGURED = "provider_not_configured", 503
     PRICE_MISSING = "price_missing", 503

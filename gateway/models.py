@@ -108,6 +108,7 @@ class Trace(models.Model):
     stream = models.BooleanField(default=False)
     cached = models.BooleanField(default=False)
     loop_detected = models.BooleanField(default=False)
+    high_risk = models.BooleanField(default=False)  # a Healthcare high-risk rule matched
     client_disconnected = models.BooleanField(default=False)
     request_sha256 = models.CharField(max_length=64, blank=True)
 

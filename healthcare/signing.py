@@ -117,6 +117,19 @@ def _local_seed(var_dir: Path) -> str:
     return seed
 
 
+def key_file() -> Path | None:
+    """The file the issuer key is read from (rotated in place), or None for a key given
+    in the environment variable itself."""
+    if ENV_NAME in os.environ:
+        return None
+    named = os.environ.get(f"{ENV_NAME}_FILE")
+    if named:
+        return Path(named)
+    if settings.EMBEDDED:
+        return Path(settings.VAR_DIR) / LOCAL_FILE
+    return None
+
+
 def load_issuer_key() -> IssuerKey:
     """Read the issuer key from the environment, or (embedded mode) from ``var/``."""
     value = env(ENV_NAME)
@@ -134,7 +147,37 @@ def load_issuer_key() -> IssuerKey:
     )
 
 
+def key_file_write(path: Path, key: IssuerKey) -> None:
+    """Replace the key file atomically with ``key``'s seed (0600)."""
+    seed = key.private_key.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(b64url_encode(seed))
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
 @cache
-def issuer_key() -> IssuerKey:
-    """The process's issuer key, read once."""
+def _loaded(path: str | None, mtime_ns: int) -> IssuerKey:
     return load_issuer_key()
+
+
+def issuer_key() -> IssuerKey:
+    """The process's issuer key. A key file is read again when it changes (a rotation
+    takes effect without a restart); a key in the variable itself is read once."""
+    path = key_file()
+    try:
+        mtime = path.stat().st_mtime_ns if path is not None else 0
+    except FileNotFoundError:
+        mtime = -1
+    return _loaded(str(path) if path else None, mtime)
+
+
+def issuer_key_forget() -> None:
+    """Read the key again on next use (after a rotation in this process, and in tests)."""
+    _loaded.cache_clear()

@@ -1,0 +1,71 @@
+"""Storing an issued receipt: the row's values, written by the ORM (embedded mode, tests,
+the API) or by the data plane's own PostgreSQL writer (``gateway.dataplane.receipts``)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import astuple, dataclass
+from datetime import datetime
+
+import rfc8785
+
+from healthcare.models import Receipt as ReceiptRow
+from healthcare.receipts import Receipt
+from healthcare.signing import b64url_decode, key_id
+
+COLUMNS = (
+    "organization_id",
+    "attestation_id",
+    "trace_id",
+    "api_key_id",
+    "model",
+    "outcome",
+    "high_risk",
+    "issued_at",
+    "key_id",
+    "document",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptValues:
+    """One row, in ``COLUMNS`` order."""
+
+    organization_id: uuid.UUID
+    attestation_id: uuid.UUID
+    trace_id: str
+    api_key_id: uuid.UUID | None
+    model: str
+    outcome: str
+    high_risk: bool
+    issued_at: datetime
+    key_id: str
+    document: str
+
+    def as_tuple(self) -> tuple[object, ...]:
+        return astuple(self)
+
+
+def receipt_document(receipt: Receipt) -> str:
+    """The receipt as stored and chained: RFC 8785 JSON, signature included."""
+    return rfc8785.dumps(receipt).decode("utf-8")  # type: ignore[arg-type]  # a TypedDict
+
+
+def receipt_values(receipt: Receipt, *, api_key_id: str | None, high_risk: bool) -> ReceiptValues:
+    return ReceiptValues(
+        organization_id=uuid.UUID(receipt["org_id"]),
+        attestation_id=uuid.UUID(receipt["attestation_id"]),
+        trace_id=receipt["trace_id"],
+        api_key_id=uuid.UUID(api_key_id) if api_key_id else None,
+        model=receipt["model"],
+        outcome=receipt["outcome"],
+        high_risk=high_risk,
+        issued_at=datetime.fromisoformat(receipt["timestamp"]),
+        key_id=key_id(b64url_decode(receipt["public_key"])),
+        document=receipt_document(receipt),
+    )
+
+
+def receipt_store(values: ReceiptValues) -> ReceiptRow:
+    """Insert the row (synchronously, through the ORM)."""
+    return ReceiptRow.objects.create(**dict(zip(COLUMNS, values.as_tuple(), strict=True)))
