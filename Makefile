@@ -49,6 +49,7 @@ test: install clients
 	SECRET_KEY=$${SECRET_KEY:-test-secret-key-not-for-production} \
 	AQTA_API_KEY_PEPPER=$${AQTA_API_KEY_PEPPER:-test-pepper-not-for-production} \
 	AQTA_ENCRYPTION_KEYS=$${AQTA_ENCRYPTION_KEYS:-dHR0dHR0dHR0dHR0dHR0dHR0dHR0dHR0dHR0dHR0dHQ=} \
+	AQTA_RECEIPT_SIGNING_KEY=$${AQTA_RECEIPT_SIGNING_KEY:-dGVzdC1yZWNlaXB0LWtleS1ub3QtZm9yLXByb2R1Y3Q} \
 	$(BIN)/pytest
 
 lint: install typecheck

@@ -27,6 +27,10 @@ UPSTREAM_ERRORS = Counter(
 )
 ERRORS = Counter("aqta_errors_total", "Calls answered with an error.", ["code"])
 REDIS_ERRORS = Counter("aqta_redis_errors_total", "Redis operations that failed.")
+RECEIPT_WRITE_ERRORS = Counter(
+    "aqta_receipt_write_errors_total",
+    "Healthcare receipts that could not be stored (the call was answered 503).",
+)
 PRICE_MISSING = Counter(
     "aqta_price_missing_total",
     "Calls refused because no price (or no USD/EUR rate) was valid for them.",

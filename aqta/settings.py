@@ -399,6 +399,10 @@ AQTA_BREAKER_OPEN_SECONDS = envint("AQTA_BREAKER_OPEN_SECONDS", 30)
 # Server workers also write buffered traces to the database unless a dedicated
 # `manage.py run_flusher` process does (the recommended production shape).
 AQTA_FLUSH_IN_WORKERS = envbool("AQTA_FLUSH_IN_WORKERS", True)
+# Healthcare receipts: the data plane's own PostgreSQL connections per worker for the
+# receipt insert, and how long a call waits for one before it is refused (503).
+AQTA_RECEIPT_POOL_SIZE = envint("AQTA_RECEIPT_POOL_SIZE", 4)
+AQTA_RECEIPT_WRITE_TIMEOUT = envfloat("AQTA_RECEIPT_WRITE_TIMEOUT", 2.0)
 # Keys are touched (last_used_at) at most this often, so a busy key is not a write per call.
 AQTA_KEY_TOUCH_INTERVAL_SECONDS = envint("AQTA_KEY_TOUCH_INTERVAL_SECONDS", 60)
 # Bearer token Prometheus presents to scrape /metrics; without one only loopback clients

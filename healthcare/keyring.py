@@ -105,3 +105,13 @@ def published() -> dict[str, object]:
             for k in known
         ],
     }
+
+
+def published_now() -> dict[str, object]:
+    """:func:`published` from a thread of the data plane (closing its connection after)."""
+    from django.db import connections
+
+    try:
+        return published()
+    finally:
+        connections.close_all()

@@ -37,8 +37,8 @@ class Receipt(models.Model):
     document = models.TextField(help_text="The signed receipt, exactly as issued (RFC 8785).")
     # The chain, set once when the row is linked (healthcare.chain).
     sequence = models.PositiveBigIntegerField(null=True, blank=True)
-    prev_hash = models.CharField(max_length=64, blank=True)
-    chain_hash = models.CharField(max_length=64, blank=True)
+    prev_hash = models.CharField(max_length=64, blank=True, db_default="")
+    chain_hash = models.CharField(max_length=64, blank=True, db_default="")
 
     class Meta:
         ordering = ["-issued_at", "-id"]

@@ -7,7 +7,6 @@ canonical bytes (every field but ``signature``). Pure functions, no database.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import re
 import uuid
@@ -17,6 +16,7 @@ from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any, Final, Literal, TypedDict, get_args
 
+import orjson
 import rfc8785
 from aqta_verify_receipt import verify_receipt as reference_verify
 
@@ -72,29 +72,20 @@ def canonical_bytes(receipt: Mapping[str, Any]) -> bytes:
     return rfc8785.dumps({k: v for k, v in receipt.items() if k != "signature"})
 
 
-def _json_int(text: str) -> int | float:
-    # RFC 8785 numbers are IEEE 754 doubles: an integer beyond 2**53 is read as one.
-    value = int(text)
-    return value if -_SAFE_INT <= value <= _SAFE_INT else float(value)
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def request_hash(body: bytes | object) -> str:
-    """SHA-256 (hex) of the RFC 8785 canonical form of a request body.
+    """SHA-256 (hex) of the request body's canonical form (docs/receipts.md §3): the
+    parsed JSON written compactly by orjson with keys sorted, UTF-8, numbers as parsed.
 
-    ``bytes`` are the raw body and are parsed as JSON first; anything else is taken as
-    the already-parsed body. Unsalted: anyone who can guess the body can confirm it.
-    Raises ``ValueError`` when the body is not JSON or has no canonical form.
+    ``bytes`` are the raw body and are parsed first; anything else is taken as the
+    already-parsed body. Unsalted: anyone who can guess the body can confirm it.
+    Raises ``ValueError`` when the body is not JSON (NaN, too deep, not UTF-8, ...).
     """
     try:
         if isinstance(body, bytes | bytearray | memoryview):
-            body = json.loads(bytes(body), parse_int=_json_int, parse_constant=_no_constant)
-        canonical = rfc8785.dumps(body)  # type: ignore[arg-type]
-    except RecursionError:
-        raise ValueError("request body is nested too deeply") from None
+            body = orjson.loads(bytes(body))
+        canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError, TypeError):
+        raise ValueError("the request body is not JSON that can be hashed") from None
     return hashlib.sha256(canonical).hexdigest()
 
 

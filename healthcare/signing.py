@@ -64,6 +64,16 @@ class IssuerKey:
     def key_id(self) -> str:
         return key_id(self.public_key_raw)
 
+    @property
+    def seed(self) -> str:
+        """The private key as ``AQTA_RECEIPT_SIGNING_KEY`` takes it (a secret: never log it)."""
+        raw = self.private_key.private_bytes(
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
+        return b64url_encode(raw)
+
     def sign(self, data: bytes) -> bytes:
         return self.private_key.sign(data)
 
@@ -149,14 +159,11 @@ def load_issuer_key() -> IssuerKey:
 
 def key_file_write(path: Path, key: IssuerKey) -> None:
     """Replace the key file atomically with ``key``'s seed (0600)."""
-    seed = key.private_key.private_bytes(
-        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
-    )
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
-        handle.write(b64url_encode(seed))
+        handle.write(key.seed)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temporary, path)

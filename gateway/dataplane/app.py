@@ -28,11 +28,18 @@ async def _models(rt: Runtime, scope: http.Scope, receive: http.Receive, send: h
     await pipeline.models(rt, scope, send, model_id)
 
 
+async def _public_key(
+    rt: Runtime, scope: http.Scope, receive: http.Receive, send: http.Send
+) -> None:
+    await pipeline.public_key(send)
+
+
 # path → (method, handler); ``/v1/models/{id}`` is matched by its prefix.
 ROUTES: dict[str, tuple[str, Handler]] = {
     "/v1/chat/completions": ("POST", pipeline.chat),
     "/chat/completions": ("POST", pipeline.chat),
     "/v1/models": ("GET", _models),
+    "/v1/attestation/public-key": ("GET", _public_key),
 }
 PREFIXES: tuple[tuple[str, tuple[str, Handler]], ...] = ((MODELS, ("GET", _models)),)
 

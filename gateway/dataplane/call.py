@@ -5,6 +5,7 @@ Steps fill it in order (``pipeline.py``); the last step turns it into the trace 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -62,6 +63,8 @@ class Call:
     policy: str = ""  # the policy that refused the call
     cached: bool = False
     loop_detected: bool = False
+    high_risk: bool = False  # a Healthcare high-risk rule matched
+    receipt: asyncio.Future[None] | None = None  # the receipt's write (Healthcare)
     disconnected: bool = False
     ttfb_ms: int | None = None
     completion: str | None = None  # the answer's text, kept only with content logging

@@ -1,11 +1,11 @@
 """A /v1 call's way through the gateway, step by step (each step is a module of ``steps``):
 
-    authenticate → parse → route → admit → cache → call upstream → answer → settle and record
+    authenticate → parse → route → admit → (attest) → cache → call upstream → answer → settle
 
 Whatever happens, the call ends in ``settle``: refused calls are recorded with the policy
 that refused them, a client that leaves mid-way is still billed for what it used, and a
 bug of ours is an OpenAI-shaped 500 naming the trace that gives back everything admission
-took. No database access happens on this path.
+took. The one database access on this path is a Healthcare call's receipt (``steps.attest``).
 """
 
 from __future__ import annotations
@@ -16,15 +16,17 @@ import logging
 from collections.abc import AsyncIterator
 
 import orjson
+from django.core.exceptions import ImproperlyConfigured
 
 from aqta.errors import AqtaError, ErrorCode
 from gateway.dataplane import http
 from gateway.dataplane.call import Call, call_new
 from gateway.dataplane.runtime import Runtime
-from gateway.dataplane.steps import admit, answer, cache, call_upstream, route, settle
+from gateway.dataplane.steps import admit, answer, attest, cache, call_upstream, route, settle
 from gateway.dataplane.steps.authenticate import authenticate, authenticate_unrevoked
 from gateway.dataplane.steps.parse import parse
 from gateway.models import TraceStatus
+from healthcare import keyring
 
 logger = logging.getLogger("aqta.gateway")
 
@@ -34,10 +36,11 @@ async def chat(rt: Runtime, scope: http.Scope, receive: http.Receive, send: http
     call = call_new()
     try:
         if await _admitted(rt, scope, receive, send, call):
+            attest.begin(rt, call)  # Healthcare: written while the provider is asked
             async with _watching(receive, call):
-                await _answer(rt, scope, send, call)
+                await _answer(rt, scope, attest.gated(send, call), call)
     except Exception:
-        await _internal_error(send, call)
+        await _internal_error(attest.gated(send, call), call)
     finally:  # also when shutting down cancels the call: it is still recorded
         with contextlib.suppress(Exception):
             await settle.settle(rt, call)
@@ -62,7 +65,8 @@ async def _admitted(
     except AqtaError as refusal:
         if call.admission is None:
             call.status = TraceStatus.BLOCKED
-        await answer.error(send, call, refusal)
+        attest.begin(rt, call)
+        await answer.error(attest.gated(send, call), call, refusal)
         return False
     except ConnectionResetError:  # the client left while sending the body
         call.record = None  # nothing to record: it never asked for anything
@@ -152,6 +156,24 @@ async def models(rt: Runtime, scope: http.Scope, send: http.Send, model_id: str 
         logger.exception("unexpected error", extra={"trace_id": call.trace_id})
         with contextlib.suppress(Exception):
             await answer.error(send, call, internal_error(call))
+
+
+async def public_key(send: http.Send) -> None:
+    """``GET /v1/attestation/public-key``: the receipt issuer's key and its earlier ones,
+    with their validity windows (public: anyone may verify a receipt)."""
+    call = call_new()
+    try:
+        body = await asyncio.to_thread(keyring.published_now)
+    except ImproperlyConfigured:
+        logger.error("no receipt signing key is configured")
+        await answer.error(send, call, attest.UNAVAILABLE)
+        return
+    except Exception:
+        logger.exception("unexpected error", extra={"trace_id": call.trace_id})
+        await answer.error(send, call, internal_error(call))
+        return
+    headers = [*call.headers(), (b"cache-control", b"public, max-age=60")]
+    await http.send_json(send, 200, orjson.dumps(body), headers)
 
 
 def _listed(rt: Runtime, call: Call) -> dict[str, object]:

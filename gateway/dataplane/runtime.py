@@ -2,8 +2,9 @@
 
 :meth:`Runtime.start` is the data plane's only start-up path (the ASGI lifespan calls it):
 the upstream session, the Redis clients, the limiter and the trace buffer (Redis-backed or
-in-process), the key and response caches, the breaker and the catalogue, plus the
-background tasks that keep the catalogue and the breaker view fresh and flush traces.
+in-process), the key and response caches, the breaker, the receipt writer and the
+catalogue, plus the background tasks that keep the catalogue and the breaker view
+fresh, flush traces and link receipts into their chains.
 Pipeline steps take the runtime as their first argument, so a unit test builds one from
 in-process parts (:meth:`Runtime.local`) without a server.
 """
@@ -25,6 +26,13 @@ from gateway.dataplane.breaker import Breaker
 from gateway.dataplane.buffer import Buffer, LocalBuffer, RedisBuffer
 from gateway.dataplane.catalog import Catalog, catalog_load
 from gateway.dataplane.keycache import KeyCache
+from gateway.dataplane.receipts import (
+    OrmReceiptWriter,
+    ReceiptWriter,
+    key_register,
+    link_forever,
+    writer_create,
+)
 from gateway.dataplane.responsecache import ResponseCache
 from gateway.dataplane.upstream import session_create
 
@@ -72,6 +80,7 @@ class Runtime:
     keys: KeyCache
     breaker: Breaker
     cache: ResponseCache
+    receipts: ReceiptWriter
     catalog: Catalog  # replaced by the refresh task; a request keeps the one it routed by
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
@@ -88,15 +97,18 @@ class Runtime:
             keys=KeyCache(None),
             breaker=Breaker(None),
             cache=ResponseCache(None, settings.AQTA_CACHE_TTL_SECONDS),
+            receipts=OrmReceiptWriter(),
             catalog=catalog,
         )
 
     @classmethod
     async def start(cls) -> Runtime:
         catalog = await asyncio.to_thread(catalog_load)
+        await asyncio.to_thread(key_register)
         validation.warm()
         if not aqta_redis.enabled():
             runtime = cls.local(catalog)
+            runtime.receipts = writer_create()
         else:
             redis = aqta_redis.async_client()
             # The flusher blocks on the stream for a second: it needs its own client.
@@ -110,6 +122,7 @@ class Runtime:
                 keys=KeyCache(redis),
                 breaker=Breaker(redis),
                 cache=ResponseCache(redis, settings.AQTA_CACHE_TTL_SECONDS),
+                receipts=writer_create(),
                 catalog=catalog,
             )
         runtime.run_background()
@@ -123,6 +136,7 @@ class Runtime:
             asyncio.create_task(self.buffer.run(self.stop, consume=consume)),
             asyncio.create_task(self._refresh_catalog()),
             asyncio.create_task(self.breaker.run(self.stop, self.deployment_names)),
+            asyncio.create_task(link_forever(self.stop)),
         ]
 
     async def close(self) -> None:
@@ -131,6 +145,7 @@ class Runtime:
         await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.session.close()
         await self.buffer.aclose()
+        await self.receipts.aclose()
         if self.redis is not None:
             await self.redis.aclose()
 

@@ -29,6 +29,7 @@ from django.conf import settings
 from django.db import connection
 
 from gateway.mock_provider import MockConfig, MockServer
+from healthcare.signing import issuer_key
 
 if TYPE_CHECKING:
     from accounts.models import ApiKey
@@ -109,6 +110,7 @@ def run_gateway(mock: MockServer, *, workers: int = 1, redis_url: str | None, **
         "AQTA_API_KEY_PEPPER": settings.AQTA_API_KEY_PEPPER,
         "AQTA_ENCRYPTION_KEYS": ",".join(settings.AQTA_ENCRYPTION_KEYS),
         "AQTA_STAFF_REQUIRE_MFA": "false",
+        "AQTA_RECEIPT_SIGNING_KEY": issuer_key().seed,
         "OPENAI_BASE_URL": mock.base_url,
         "OPENAI_API_KEY": "mock-upstream-key",
         "ANTHROPIC_BASE_URL": mock.url,

@@ -71,8 +71,8 @@ class Migration(migrations.Migration):
                 ('key_id', models.CharField(max_length=16)),
                 ('document', models.TextField(help_text='The signed receipt, exactly as issued (RFC 8785).')),
                 ('sequence', models.PositiveBigIntegerField(blank=True, null=True)),
-                ('prev_hash', models.CharField(blank=True, max_length=64)),
-                ('chain_hash', models.CharField(blank=True, max_length=64)),
+                ('prev_hash', models.CharField(blank=True, db_default='', max_length=64)),
+                ('chain_hash', models.CharField(blank=True, db_default='', max_length=64)),
                 ('organization', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='receipts', to='accounts.organization')),
             ],
             options={

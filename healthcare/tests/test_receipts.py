@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import stat
 import subprocess
@@ -124,7 +125,11 @@ def test_request_hash_is_of_the_canonical_body():
     c = request_hash({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
     assert a == b == c
     assert len(a) == 64 and a == a.lower()
-    assert request_hash(b'{"x": 1.0}') == request_hash(b'{"x": 1}')
+    # The exact bytes hashed: compact, keys sorted, UTF-8 as is, numbers as parsed.
+    body = '{"b": 1.0, "a": [1, 0.000015, "Größe"], "c": null}'.encode()
+    canonical = '{"a":[1,0.000015,"Größe"],"b":1.0,"c":null}'.encode()
+    assert request_hash(body) == hashlib.sha256(canonical).hexdigest()
+    assert request_hash(b'{"x": 1.0}') != request_hash(b'{"x": 1}')
 
 
 @pytest.mark.parametrize("body", [b"not json", b'{"x": NaN}', b"[" * 100_000 + b"]" * 100_000])

@@ -118,6 +118,8 @@ def _refusal(catalog: Catalog, call: Call, admission: policy.Admission) -> AqtaE
     verdict = admission.verdict
     if verdict == policy.REVOKED:
         return INVALID_KEY
+    # What the call would have cost (the reservation's estimate): spend the policy avoided.
+    call.cost_prevented = Decimal(estimate_units(catalog, call)) / policy.EUR_UNITS
     if verdict == policy.RATE:
         return AqtaError(
             f"Rate limit of {admission.limit} requests per minute reached for this key.",
@@ -126,7 +128,6 @@ def _refusal(catalog: Catalog, call: Call, admission: policy.Admission) -> AqtaE
         )
     if verdict == policy.LOOP:
         call.status, call.loop_detected = TraceStatus.SUPPRESSED, True
-        call.cost_prevented = Decimal(estimate_units(catalog, call)) / policy.EUR_UNITS
         wait = max(admission.retry_after, 1)
         return AqtaError(
             "Loop detected: this request repeats what this key just sent "

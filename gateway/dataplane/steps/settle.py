@@ -91,6 +91,7 @@ def trace_record(call: Call) -> dict[str, Any]:
         "stream": call.stream,
         "cached": call.cached,
         "loop_detected": call.loop_detected,
+        "high_risk": call.high_risk,
         "client_disconnected": call.disconnected,
         "request_sha256": hashlib.sha256(call.raw).hexdigest() if call.raw else "",
     }
