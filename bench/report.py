@@ -14,6 +14,8 @@ GOAL_CPU_JSON_MS = 1.0
 GOAL_CPU_STREAM_MS = 2.0
 GOAL_ADDED_P50_MS = 1.0
 GOAL_RSS_MB = 150.0
+GOAL_RECEIPT_P50_MS = 1.5  # Healthcare (H) over Pro (B), the same call
+GOAL_RECEIPT_CPU_MS = 1.0
 GOAL_ANTHROPIC_STREAM_RATIO = 2.0  # gateway CPU per Anthropic-translated stream (F) / E
 GOAL_LITELLM_JSON_RATIO = 20.0  # LiteLLM's CPU per request (LB) / the gateway's (B), at least
 GOAL_LITELLM_STREAM_RATIO = 30.0  # the same per 20-chunk stream (LE / E)
@@ -32,6 +34,7 @@ def report(run: Run, args: argparse.Namespace) -> tuple[str, bool]:
     lines += ["", "Goals:", ""]
     lines += goal_lines(results, by_key)
     lines.append(anthropic_goal(by_key.get("F"), by_key.get("E")))
+    lines += receipt_goals(by_key.get("H"), by_key.get("B"))
     lines += litellm_goals(by_key, run)
     lines += method_notes(run, by_key)
     lines += details_table(results)
@@ -365,3 +368,26 @@ def anthropic_goal(f: Result | None, e: Result | None) -> str:
             f"E {num(e.total_cpu_ms, 2)} ms, F/E {f.total_cpu_ms / e.total_cpu_ms:.2f}"
         )
     return line
+
+
+def receipt_goals(h: Result | None, b: Result | None) -> list[str]:
+    """The goal lines H - B: what a Healthcare call's receipt (signed, stored before the
+    answer) adds to the same call on Pro, at 10 clients."""
+    name = "Healthcare receipt over the same call on Pro (H - B)"
+    if h is None or b is None:
+        return [f"- {name}: n/a (needs H and B)"]
+    lines = []
+    hp, bp = h.p(0.5), b.p(0.5)
+    for what, value, goal in (
+        ("p50 latency", None if hp is None or bp is None else hp - bp, GOAL_RECEIPT_P50_MS),
+        (
+            "gateway CPU per request",
+            None
+            if h.server_cpu_ms is None or b.server_cpu_ms is None
+            else h.server_cpu_ms - b.server_cpu_ms,
+            GOAL_RECEIPT_CPU_MS,
+        ),
+    ):
+        verdict = "n/a" if value is None else ("**pass**" if value <= goal else "**MISS**")
+        lines.append(f"- {name}, {what}: +{num(value, 2)} ms (goal ≤ +{goal} ms): {verdict}")
+    return lines

@@ -64,6 +64,7 @@ from bench.stack import (
     free_port,
     gateway_command,
     prepare_aqta,
+    prepare_healthcare,
     prepare_stores,
     start_server,
     start_stack,
@@ -198,7 +199,7 @@ def _prepare_litellm(run: Run, chosen: list[Scenario]) -> tuple[list[Scenario], 
 
 async def measure(run: Run, stack: Stack, scenario: Scenario) -> None:
     """Run one scenario against its target, add its result, say how it went."""
-    result = await run_scenario(scenario, stack.url(scenario), stack.keys[scenario.target], stack)
+    result = await run_scenario(scenario, stack.url(scenario), stack.keys[scenario.key_name], stack)
     run.results.append(result)
     print(
         f"  {scenario.label}: {result.rps:,.0f} req/s, "
@@ -241,9 +242,12 @@ async def bench(args: argparse.Namespace, logs: Path) -> Run:
     prepare_stores()
     env = aqta_env(mock_port, logs, args.flush_in_workers)
     api_key = prepare_aqta(env)
+    healthcare_key = prepare_healthcare(env)
     servers: list[Server] = []
     try:
-        stack = await start_stack(args, env, logs, servers, api_key, (mock_port, gateway_port))
+        stack = await start_stack(
+            args, env, logs, servers, api_key, (mock_port, gateway_port), healthcare_key
+        )
         for scenario in chosen:
             if scenario.group != LITELLM_GROUP:
                 await measure(run, stack, scenario)
@@ -341,7 +345,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small N: a smoke run")
     parser.add_argument(
         "--only",
-        default="A,B,C,D,E,F,G,L",
+        default="A,B,C,D,E,F,G,H,L",
         help="scenarios, e.g. B,E (C = both C rows; L = LiteLLM: LB, LE, and the gateway at 1"
         " worker: B1, E1)",
     )
@@ -364,10 +368,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     args.only = {part.strip().upper() for part in args.only.split(",") if part.strip()}
-    unknown = args.only - set("ABCDEFG" + LITELLM_GROUP)
+    unknown = args.only - set("ABCDEFGH" + LITELLM_GROUP)
     if unknown or not args.only:
         parser.error(
-            f"--only takes letters A to G and L, not {','.join(sorted(unknown)) or 'nothing'}"
+            f"--only takes letters A to H and L, not {','.join(sorted(unknown)) or 'nothing'}"
         )
     if args.no_litellm:
         args.only.discard(LITELLM_GROUP)

@@ -24,6 +24,8 @@ LITELLM_SCENARIO_TIMEOUT = 600.0  # 3000 requests at some 20 to 50 a second
 
 Target = Literal["mock", "gateway", "litellm"]
 Protocol = Literal["openai", "anthropic"]  # what the load generator speaks
+Tier = Literal["pro", "healthcare"]
+HEALTHCARE_KEY = "gateway-healthcare"
 
 
 class BenchError(RuntimeError):
@@ -43,6 +45,12 @@ class Scenario:
     protocol: Protocol = "openai"
     provider: str | None = None  # the gateway's answers must name it in aqta.provider
     workers: int = WORKERS  # the gateway's uvicorn workers (gateway scenarios)
+    tier: Tier = "pro"  # the organisation calling: healthcare writes a receipt per call
+
+    @property
+    def key_name(self) -> str:
+        """Which of the stack's keys the scenario calls with."""
+        return HEALTHCARE_KEY if self.tier == "healthcare" else self.target
 
     @property
     def timeout(self) -> float:
@@ -66,6 +74,17 @@ def scenarios_for(quick: bool) -> list[Scenario]:
         Scenario("A", "A", "A. mock direct, JSON, 10 clients", "mock", False, 10, n(3000, 300)),
         Scenario(
             "B", "B", "B. gateway, JSON, 10 clients", "gateway", False, 10, n(3000, 300), **openai
+        ),
+        Scenario(
+            "H",
+            "H",
+            "H. gateway, Healthcare (a receipt per call), JSON, 10 clients",
+            "gateway",
+            False,
+            10,
+            n(3000, 300),
+            tier="healthcare",
+            **openai,
         ),
         Scenario("C0", "C", "C. mock direct, JSON, 1 client", "mock", False, 1, n(500, 100)),
         Scenario(

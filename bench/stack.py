@@ -24,7 +24,17 @@ import aiohttp
 
 from bench.load import Bodies
 from bench.measure import TRACE_STREAM, children
-from bench.scenarios import CHUNKS, HOST, REDIS_URL, ROOT, WORKERS, BenchError, Scenario, Target
+from bench.scenarios import (
+    CHUNKS,
+    HEALTHCARE_KEY,
+    HOST,
+    REDIS_URL,
+    ROOT,
+    WORKERS,
+    BenchError,
+    Scenario,
+    Target,
+)
 
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DB_NAME = "aqta_bench"
@@ -231,6 +241,8 @@ def prepare_stores() -> None:
 def aqta_env(mock_port: int, logs: Path, flush_in_workers: bool) -> dict[str, str]:
     from cryptography.fernet import Fernet
 
+    from healthcare.signing import IssuerKey
+
     env = {k: v for k, v in os.environ.items() if not PROVIDER_ENV.match(k)}
     metrics_dir = logs / "prometheus"
     metrics_dir.mkdir()
@@ -242,6 +254,7 @@ def aqta_env(mock_port: int, logs: Path, flush_in_workers: bool) -> dict[str, st
         AQTA_API_KEY_PEPPER=secrets.token_urlsafe(48),
         AQTA_ENCRYPTION_KEYS=Fernet.generate_key().decode(),
         AQTA_STAFF_REQUIRE_MFA="false",
+        AQTA_RECEIPT_SIGNING_KEY=IssuerKey.generate().seed,
         LOG_LEVEL="WARNING",
         OPENAI_BASE_URL=f"http://{HOST}:{mock_port}/v1",
         OPENAI_API_KEY="mock",
@@ -285,6 +298,26 @@ def prepare_aqta(env: dict[str, str]) -> str:
     )
     if manage(env, "shell", "-c", budget) != "1":
         raise BenchError(f"could not set the budget of organisation {ORG_SLUG!r}")
+    return key
+
+
+def prepare_healthcare(env: dict[str, str]) -> str:
+    """An organisation on the Healthcare tier beside the demo one (same budget, its own
+    key): every call it makes is signed and stored as a receipt."""
+    create = (
+        "from accounts.models import Organization; from accounts.services import "
+        "organization_create; from billing.selectors import tier_get; "
+        f"demo = Organization.objects.get(slug='{ORG_SLUG}'); "
+        "owner = demo.memberships.get(role='owner').user; "
+        f"org = organization_create(name='Bench Health', owner=owner, tier=tier_get(slug="
+        f"'healthcare')); org.monthly_budget_eur = {ORG_BUDGET_EUR}; "
+        # An operator's override (the tier itself has no custom limits): as high as the Pro key.
+        f"org.rate_limit_per_minute = {BENCH_RATE_LIMIT}; org.save(); print(org.slug)"
+    )
+    slug = manage(env, "shell", "-c", create)
+    key = manage(env, "apikey_create", slug, "--name", "bench")
+    if not key:
+        raise BenchError("apikey_create printed no key for the Healthcare organisation")
     return key
 
 
@@ -345,6 +378,7 @@ async def start_stack(
     servers: list[Server],
     api_key: str,
     ports: tuple[int, int],
+    healthcare_key: str,
 ) -> Stack:
     """Start the mock, the flusher (unless the workers flush) and the gateway, each added to
     ``servers`` as it starts; return them once they all answer."""
@@ -399,7 +433,7 @@ async def start_stack(
         warmup=50 if args.quick else 200,
         profile_dir=logs if args.profile else None,
         ports={"mock": mock_port, "gateway": gateway_port},
-        keys={"mock": "mock", "gateway": api_key},
+        keys={"mock": "mock", "gateway": api_key, HEALTHCARE_KEY: healthcare_key},
     )
 
 

@@ -64,12 +64,53 @@ def utf16_sorted(values: Iterable[str]) -> list[str]:
     return sorted(values, key=lambda value: value.encode("utf-16-be", "surrogatepass"))
 
 
-def canonical_bytes(receipt: Mapping[str, Any]) -> bytes:
-    """RFC 8785 canonical JSON of the receipt without ``signature``: the signed bytes.
+_COST_KEY: Final = b'"cost_prevented_eur":0'
 
-    Raises ``rfc8785.CanonicalizationError`` (a ValueError) on what JSON cannot carry.
+
+def _flat(receipt: Mapping[str, Any]) -> bool:
+    """A receipt of the known shape: the twelve (ASCII) field names, strings, an integer
+    ``v``, a number cost and a list of strings."""
+    if not receipt.keys() <= FIELDS:
+        return False
+    for name, value in receipt.items():
+        if name == "policy_applied":
+            if not isinstance(value, list) or not all(type(p) is str for p in value):
+                return False
+        elif name in ("cost_prevented_eur", "v"):
+            # RFC 8785 numbers are doubles: an integer beyond 2**53 is refused.
+            if type(value) not in (int, float) or (type(value) is int and abs(value) > _SAFE_INT):
+                return False
+        elif type(value) is not str:
+            return False
+    return True
+
+
+def canonical_json(receipt: Mapping[str, Any]) -> bytes:
+    """RFC 8785 canonical JSON of a receipt (all its fields).
+
+    A receipt of the known shape takes the fast path: orjson writes strings, integers and
+    arrays exactly as RFC 8785 does (checked for every code point in the tests) and sorts
+    these ASCII keys as RFC 8785 does; only the cost, a double, is written by ``rfc8785``
+    (orjson would write ``1e-6`` where ECMAScript writes ``0.000001``). 15 us instead of
+    150 us. Anything else goes through ``rfc8785`` whole. Raises
+    ``rfc8785.CanonicalizationError`` (a ValueError) on what JSON cannot carry.
     """
-    return rfc8785.dumps({k: v for k, v in receipt.items() if k != "signature"})
+    cost = receipt.get("cost_prevented_eur")
+    if not _flat(receipt) or (type(cost) is float and not math.isfinite(cost)):
+        return rfc8785.dumps(dict(receipt))
+    try:
+        if type(cost) is not float:
+            return orjson.dumps(receipt, option=orjson.OPT_SORT_KEYS)
+        body = orjson.dumps({**receipt, "cost_prevented_eur": 0}, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:  # e.g. a lone surrogate, an integer beyond 64 bits
+        return rfc8785.dumps(dict(receipt))
+    # The key is unique and every string value has its quotes escaped: one exact match.
+    return body.replace(_COST_KEY, _COST_KEY[:-1] + rfc8785.dumps(cost), 1)
+
+
+def canonical_bytes(receipt: Mapping[str, Any]) -> bytes:
+    """RFC 8785 canonical JSON of the receipt without ``signature``: the signed bytes."""
+    return canonical_json({k: v for k, v in receipt.items() if k != "signature"})
 
 
 def request_hash(body: bytes | object) -> str:

@@ -4,13 +4,11 @@ the API) or by the data plane's own PostgreSQL writer (``gateway.dataplane.recei
 from __future__ import annotations
 
 import uuid
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 
-import rfc8785
-
 from healthcare.models import Receipt as ReceiptRow
-from healthcare.receipts import Receipt
+from healthcare.receipts import Receipt, canonical_json
 from healthcare.signing import b64url_decode, key_id
 
 COLUMNS = (
@@ -43,12 +41,24 @@ class ReceiptValues:
     document: str
 
     def as_tuple(self) -> tuple[object, ...]:
-        return astuple(self)
+        # Not dataclasses.astuple: it deep-copies every value.
+        return (
+            self.organization_id,
+            self.attestation_id,
+            self.trace_id,
+            self.api_key_id,
+            self.model,
+            self.outcome,
+            self.high_risk,
+            self.issued_at,
+            self.key_id,
+            self.document,
+        )
 
 
 def receipt_document(receipt: Receipt) -> str:
     """The receipt as stored and chained: RFC 8785 JSON, signature included."""
-    return rfc8785.dumps(receipt).decode("utf-8")  # type: ignore[arg-type]  # a TypedDict
+    return canonical_json(receipt).decode("utf-8")
 
 
 def receipt_values(receipt: Receipt, *, api_key_id: str | None, high_risk: bool) -> ReceiptValues:

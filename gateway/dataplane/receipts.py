@@ -1,10 +1,11 @@
 """The data plane's one database write: a Healthcare call's receipt, durable before the
 gateway answers (docs/receipts.md §6).
 
-On PostgreSQL a small pool of psycopg connections in autocommit inserts the row (one
-round trip, no lock: the chain is linked afterwards by ``healthcare.chain``); elsewhere
-(the embedded SQLite) the ORM writes it from a thread. The linker runs here too, as a
-background task, so that a chain is complete within about a second of its last call.
+On PostgreSQL a few psycopg connections in autocommit insert the rows, batching the
+calls that arrive together (no lock: the chain is linked afterwards by
+``healthcare.chain``); elsewhere (the embedded SQLite) the ORM writes it from a thread.
+The linker runs here too, as a background task, so that a chain is complete within about
+a second of its last call.
 """
 
 from __future__ import annotations
@@ -14,21 +15,26 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
+import psycopg
 from django.conf import settings
 from django.db import connections
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
-from psycopg_pool import AsyncConnectionPool
 
 from healthcare.store import COLUMNS, ReceiptValues
 
 logger = logging.getLogger("aqta.receipts")
 
 TABLE = "healthcare_receipt"
-INSERT = sql.SQL("INSERT INTO {table} ({columns}) VALUES ({values})").format(
-    table=sql.Identifier(TABLE),
-    columns=sql.SQL(", ").join(map(sql.Identifier, COLUMNS)),
-    values=sql.SQL(", ").join(sql.Placeholder() * len(COLUMNS)),
+# Rendered once (a ``sql.Composed`` would be composed again on every execute); the rows'
+# placeholders follow, as many as the batch has.
+INSERT_ROWS = (
+    sql.SQL("INSERT INTO {table} ({columns}) VALUES ")
+    .format(
+        table=sql.Identifier(TABLE),
+        columns=sql.SQL(", ").join(map(sql.Identifier, COLUMNS)),
+    )
+    .as_string(None)
 )
 LINK_INTERVAL_SECONDS = 0.5
 
@@ -58,29 +64,104 @@ def _store(values: ReceiptValues) -> None:
 
 
 class PgReceiptWriter:
-    """Autocommit inserts over a pool of its own (opened on first use)."""
+    """Receipts inserted in batches over a few connections of its own, in autocommit.
 
-    def __init__(self, conninfo: str, max_size: int) -> None:
-        self.pool = AsyncConnectionPool(
-            conninfo,
-            min_size=1,
-            max_size=max_size,
-            open=False,
-            kwargs={"autocommit": True},
-            timeout=settings.AQTA_RECEIPT_WRITE_TIMEOUT,
-        )
-        self._opened = False
+    Calls that arrive while a connection is busy committing wait together and go out as
+    one multi-row INSERT: one round trip and one commit (one WAL flush) for all of them,
+    which is what keeps the cost per receipt low at high concurrency. A batch that fails is
+    retried row by row, so one bad row fails only its own call.
+    """
+
+    MAX_BATCH = 64
+
+    def __init__(self, conninfo: str, connections: int) -> None:
+        self.conninfo = conninfo
+        self.connections = connections
+        self.pending: list[tuple[ReceiptValues, asyncio.Future[None]]] = []
+        self.wakeup = asyncio.Event()
+        self.runners: list[asyncio.Task[None]] = []
+        self.statements: dict[int, str] = {}
 
     async def write(self, values: ReceiptValues) -> None:
-        if not self._opened:
-            await self.pool.open(wait=False)
-            self._opened = True
-        async with self.pool.connection() as conn:
-            await conn.execute(INSERT, values.as_tuple())
+        if not self.runners:
+            self.runners = [asyncio.create_task(self._run()) for _ in range(self.connections)]
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.pending.append((values, done))
+        self.wakeup.set()
+        await asyncio.wait_for(asyncio.shield(done), settings.AQTA_RECEIPT_WRITE_TIMEOUT)
 
     async def aclose(self) -> None:
-        if self._opened:
-            await self.pool.close()
+        for runner in self.runners:
+            runner.cancel()
+        await asyncio.gather(*self.runners, return_exceptions=True)
+        for _, done in self.pending:
+            if not done.done():
+                done.set_exception(ConnectionError("the receipt writer is closed"))
+
+    def _take(self) -> list[tuple[ReceiptValues, asyncio.Future[None]]]:
+        batch, self.pending = self.pending[: self.MAX_BATCH], self.pending[self.MAX_BATCH :]
+        if not self.pending:
+            self.wakeup.clear()
+        return batch
+
+    async def _run(self) -> None:
+        conn: psycopg.AsyncConnection[Any] | None = None
+        try:
+            while True:
+                await self.wakeup.wait()
+                batch = self._take()
+                if batch:
+                    conn = await self._write(conn, batch)
+        finally:
+            if conn is not None:
+                await conn.close()
+
+    async def _write(
+        self,
+        conn: psycopg.AsyncConnection[Any] | None,
+        batch: list[tuple[ReceiptValues, asyncio.Future[None]]],
+    ) -> psycopg.AsyncConnection[Any] | None:
+        """Insert the batch (row by row if it fails); the connection to use next."""
+        try:
+            if conn is None or conn.closed:
+                conn = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
+            await conn.execute(self._statement(len(batch)), _params(batch))
+        except (psycopg.Error, OSError) as error:
+            if conn is not None and conn.broken:
+                await conn.close()
+                conn = None
+            if len(batch) == 1 or conn is None:
+                _settle(batch, error)
+                return conn
+            for one in batch:
+                conn = await self._write(conn, [one])
+            return conn
+        _settle(batch, None)
+        return conn
+
+    def _statement(self, rows: int) -> str:
+        statement = self.statements.get(rows)
+        if statement is None:
+            row = "(" + ", ".join(["%s"] * len(COLUMNS)) + ")"
+            statement = INSERT_ROWS + ", ".join([row] * rows)
+            self.statements[rows] = statement
+        return statement
+
+
+def _params(batch: list[tuple[ReceiptValues, asyncio.Future[None]]]) -> list[object]:
+    return [value for values, _ in batch for value in values.as_tuple()]
+
+
+def _settle(
+    batch: list[tuple[ReceiptValues, asyncio.Future[None]]], error: Exception | None
+) -> None:
+    for _, done in batch:
+        if done.done():  # its caller gave up waiting
+            continue
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(error)
 
 
 def _conninfo(db: dict[str, Any]) -> str:

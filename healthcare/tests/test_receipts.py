@@ -409,3 +409,61 @@ def test_outside_embedded_mode_the_key_is_required(monkeypatch, settings):
 def test_key_id():
     assert KEY.key_id == key_id(signing.b64url_decode(KEY.public_key))
     assert len(KEY.key_id) == 16 and int(KEY.key_id, 16) >= 0
+
+
+# --- the fast canonical form is RFC 8785's ------------------------------------------------
+
+
+def test_orjson_writes_every_code_point_as_rfc8785_does():
+    """What the fast path relies on for strings (every Unicode scalar value)."""
+    import orjson
+    import rfc8785
+
+    for cp in range(0x110000):
+        if 0xD800 <= cp <= 0xDFFF:
+            continue
+        text = chr(cp) + "a\\"
+        assert orjson.dumps(text) == rfc8785.dumps(text), hex(cp)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_fast_canonical_form_equals_rfc8785_on_random_receipts(seed):
+    import random
+
+    import rfc8785
+
+    from healthcare.receipts import canonical_json
+
+    rng = random.Random(seed)
+    alphabet = 'aZ09 "\\\n\t\x00\x1f\x7fé€ß😀\ue000\u2028'
+    for _ in range(2_000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 12)))
+        micro = rng.randint(0, 10 ** rng.randint(0, 15))
+        cost = micro / 10**6 if rng.random() < 0.8 else micro
+        receipt = receipt_issue(
+            trace_id="tr_" + text,
+            org_id=text,
+            request_hash=HASH,
+            model=text[::-1],
+            outcome=rng.choice(["ALLOWED", "BLOCKED", "SUPPRESSED"]),
+            policy_applied=[text, "b" + text],
+            cost_prevented_eur=cost,
+            key=KEY,
+        )
+        whole: dict[str, Any] = dict(receipt)
+        assert canonical_json(receipt) == rfc8785.dumps(whole)
+        unsigned = {k: v for k, v in whole.items() if k != "signature"}
+        assert canonical_bytes(receipt) == rfc8785.dumps(unsigned)
+
+
+def test_the_fast_canonical_form_refuses_what_rfc8785_refuses():
+    import rfc8785
+
+    from healthcare.receipts import canonical_json
+
+    receipt = receipt_issue(
+        trace_id="tr_x", org_id="o", request_hash=HASH, model="m", outcome="ALLOWED", key=KEY
+    )
+    for cost in (2**53 + 1, float("inf"), float("nan")):
+        with pytest.raises(rfc8785.CanonicalizationError):
+            canonical_json({**receipt, "cost_prevented_eur": cost})
