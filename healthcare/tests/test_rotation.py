@@ -118,3 +118,16 @@ def test_a_key_in_the_environment_is_printed_once_with_print(db, monkeypatch, se
     line = next(x for x in output.splitlines() if x.startswith(f"{ENV_NAME}="))
     printed = line.split("=", 1)[1]
     assert IssuerKey.from_private_key(parse_private_key(printed)).key_id != current.key_id
+
+
+def test_the_deploy_check_names_a_missing_or_broken_key(monkeypatch, settings):
+    from healthcare.checks import receipt_key_check
+
+    settings.EMBEDDED = False
+    monkeypatch.delenv(ENV_NAME, raising=False)
+    monkeypatch.delenv(f"{ENV_NAME}_FILE", raising=False)
+    assert [m.id for m in receipt_key_check()] == ["healthcare.W001"]
+    monkeypatch.setenv(ENV_NAME, "not-a-key")
+    assert [m.id for m in receipt_key_check()] == ["healthcare.E001"]
+    monkeypatch.setenv(ENV_NAME, IssuerKey.generate().seed)
+    assert receipt_key_check() == []
