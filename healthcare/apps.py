@@ -3,3 +3,7 @@ from django.apps import AppConfig
 
 class HealthcareConfig(AppConfig):
     name = "healthcare"
+
+    def ready(self) -> None:
+        # The high-risk rules' admin lives beside the rules' other modules.
+        from healthcare import rules_admin  # noqa: F401
