@@ -4,9 +4,12 @@ cached key records each change drops."""
 from __future__ import annotations
 
 import importlib
+from io import StringIO
 
 import pytest
 from django.apps import apps as django_apps
+from django.core.management import call_command
+from django.core.management.base import CommandError
 
 from accounts import key_records
 from accounts.key_records import REDIS_PREFIX, key_record_build
@@ -330,3 +333,39 @@ def test_with_redis_the_cached_record_is_deleted(clinic, django_capture_on_commi
     with django_capture_on_commit_callbacks(execute=True):
         high_risk_rule_create(organization=clinic, name="n", category="other", pattern="x")
     assert client.get(REDIS_PREFIX + key.digest) is None
+
+
+# --- manage.py high_risk_rules_seed ------------------------------------------------------
+
+
+def _run(*args) -> str:
+    stdout = StringIO()
+    call_command("high_risk_rules_seed", *args, stdout=stdout)
+    return stdout.getvalue()
+
+
+def test_the_command_seeds_named_organisations(org, clinic):
+    HighRiskRule.objects.filter(organization=clinic).delete()
+    output = _run(clinic.slug, str(org.pk))
+    assert output.splitlines() == [
+        f"{clinic.slug}: {len(DEFAULT_RULES)} default rules added",
+        f"{org.slug}: skipped, the Pro tier has no receipts",
+    ]
+    assert rule_names(clinic) == DEFAULT_NAMES and rule_names(org) == []
+    assert AuditEvent.objects.filter(action="high_risk_rules.seeded", actor_label="cli").exists()
+
+
+def test_the_command_with_all_seeds_every_organisation_on_a_tier_with_receipts(org, clinic):
+    tier = tier_get(slug="pro")
+    tier.receipts = True  # an operator granted receipts to Pro
+    tier.save()
+    output = _run("--all")
+    assert f"{org.slug}: {len(DEFAULT_RULES)} default rules added" in output
+    assert f"{clinic.slug}: unchanged, it has rules already" in output
+    assert rule_names(org) == DEFAULT_NAMES
+
+
+@pytest.mark.parametrize("args", [(), ("--all", "acme"), ("no-such-org",)])
+def test_the_command_refuses_bad_arguments(db, args):
+    with pytest.raises(CommandError):
+        _run(*args)
