@@ -17,6 +17,7 @@ from aqta.errors import AqtaError, ErrorCode
 from billing.models import Tier
 from billing.selectors import model_ids_known, tier_get
 from compliance.services import audit_event_record
+from healthcare.rules import high_risk_rules_seed
 
 
 def _unique_slug(name: str) -> str:
@@ -53,6 +54,12 @@ def organization_create(
         target=str(organization.pk),
         data={"name": name, "tier": organization.tier.slug},
     )
+    if organization.tier.receipts:
+        high_risk_rules_seed(
+            organization=organization,
+            actor=actor or (None if actor_label else owner),
+            actor_label=actor_label,
+        )
     return organization
 
 
@@ -80,6 +87,8 @@ def organization_change_tier(
         target=str(organization.pk),
         data={"from": previous.slug, "to": tier.slug},
     )
+    if tier.receipts and not previous.receipts:
+        high_risk_rules_seed(organization=organization, actor=actor, actor_label=actor_label)
     return organization
 
 
