@@ -123,6 +123,17 @@ def fit(value: Any, limit: int | None) -> Any:
     return value
 
 
+def _fit_json(value: Any) -> Any:
+    """An event's data as PostgreSQL's jsonb takes it: every text repaired."""
+    if isinstance(value, str):
+        return fit(value, None)
+    if isinstance(value, dict):
+        return {fit(str(k), None): _fit_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fit_json(v) for v in value]
+    return value
+
+
 def clean(record: dict) -> dict:
     """A copy of ``record`` whose text fits the columns it is stored in.
 
@@ -143,6 +154,8 @@ def clean(record: dict) -> dict:
             cleaned[name] = fit(cleaned[name], limit)
     if "event" in cleaned:
         cleaned["event"] = fit(cleaned["event"], EVENT_KIND_LENGTH)
+    if isinstance(cleaned.get("events"), list):
+        cleaned["events"] = [_fit_json(event) for event in cleaned["events"]]
     content = cleaned.get("content")
     if isinstance(content, dict):
         cleaned["content"] = {name: fit(text, None) for name, text in content.items()}
@@ -261,18 +274,47 @@ def _write(records: list[dict]) -> int:
             [
                 GatewayEvent(
                     organization_id=r["org_id"],
-                    kind=r["event"],
+                    kind=kind,
                     trace_id=r["id"],
-                    data={"model": r["model"], "cost_prevented_eur": r["cost_prevented_eur"]},
+                    data={**data, "cost_prevented_eur": r["cost_prevented_eur"]},
                     created_at=_when(r),
                 )
                 for r in fresh
-                if r.get("event")
+                for kind, data in _events(r)
             ]
         )
+        _mark_high_risk_receipts(fresh)
         _count_usage(fresh)
         _touch_keys(fresh)
     return len(fresh)
+
+
+def _events(record: dict) -> list[tuple[str, dict]]:
+    """The events a trace record announces: ``events`` (kind and data each), or the one
+    ``event`` name of records written before events carried data."""
+    events = record.get("events")
+    if isinstance(events, list):
+        found: list[tuple[str, dict]] = []
+        for event in events:
+            if isinstance(event, dict) and event.get("kind"):
+                data = event.get("data")
+                found.append(
+                    (str(event["kind"])[:EVENT_KIND_LENGTH], data if isinstance(data, dict) else {})
+                )
+        return found
+    if record.get("event"):
+        return [(str(record["event"])[:EVENT_KIND_LENGTH], {"model": record.get("model", "")})]
+    return []
+
+
+def _mark_high_risk_receipts(records: list[dict]) -> None:
+    """An answer found high-risk after its receipt was stored: mark the receipt (the one
+    change of a receipt's own columns the database allows, false to true)."""
+    from healthcare.models import Receipt
+
+    trace_ids = [f"tr_{r['id']}" for r in records if r.get("high_risk")]
+    if trace_ids:
+        Receipt.objects.filter(trace_id__in=trace_ids, high_risk=False).update(high_risk=True)
 
 
 def _when(record: dict) -> datetime:

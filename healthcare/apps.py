@@ -5,7 +5,8 @@ class HealthcareConfig(AppConfig):
     name = "healthcare"
 
     def ready(self) -> None:
-        from healthcare import checks  # noqa: F401  (registers the deploy check)
-
         # The high-risk rules' admin lives beside the rules' other modules.
-        from healthcare import rules_admin  # noqa: F401
+        from healthcare import (
+            checks,  # noqa: F401  (registers the deploy check)
+            rules_admin,  # noqa: F401
+        )

@@ -19,6 +19,7 @@ from gateway.dataplane.http import Headers
 from gateway.dataplane.providers.base import Provider
 from gateway.models import TraceStatus
 from gateway.trace_ids import TraceIds
+from healthcare.highrisk import Match
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +64,9 @@ class Call:
     policy: str = ""  # the policy that refused the call
     cached: bool = False
     loop_detected: bool = False
-    high_risk: bool = False  # a Healthcare high-risk rule matched
+    high_risk: bool = False  # a Healthcare high-risk rule matched (steps.highrisk)
+    high_risk_request: tuple[Match, ...] = ()
+    high_risk_response: tuple[Match, ...] = ()
     receipt: asyncio.Future[None] | None = None  # the receipt's write (Healthcare)
     disconnected: bool = False
     ttfb_ms: int | None = None

@@ -1,6 +1,7 @@
 """A /v1 call's way through the gateway, step by step (each step is a module of ``steps``):
 
-    authenticate → parse → route → admit → (attest) → cache → call upstream → answer → settle
+    authenticate → parse → route → (high-risk rules) → admit → (attest) → cache
+    → call upstream → answer → settle
 
 Whatever happens, the call ends in ``settle``: refused calls are recorded with the policy
 that refused them, a client that leaves mid-way is still billed for what it used, and a
@@ -22,7 +23,16 @@ from aqta.errors import AqtaError, ErrorCode
 from gateway.dataplane import http
 from gateway.dataplane.call import Call, call_new
 from gateway.dataplane.runtime import Runtime
-from gateway.dataplane.steps import admit, answer, attest, cache, call_upstream, route, settle
+from gateway.dataplane.steps import (
+    admit,
+    answer,
+    attest,
+    cache,
+    call_upstream,
+    highrisk,
+    route,
+    settle,
+)
 from gateway.dataplane.steps.authenticate import authenticate, authenticate_unrevoked
 from gateway.dataplane.steps.parse import parse
 from gateway.models import TraceStatus
@@ -61,6 +71,7 @@ async def _admitted(
         call.deployment = model.provider
         call.route = route.route(rt.catalog, call.record, model, call.body, call.ts)
         call.deployment = call.route.targets[0].deployment.name
+        highrisk.request(call)
         await admit.admit(rt, call)
     except AqtaError as refusal:
         if call.admission is None:

@@ -71,8 +71,10 @@ def test_a_forwarded_call_has_its_signed_receipt_before_the_answer(live_gateway,
     assert document["org_id"] == str(api_key.organization_id)
     assert document["model"] == "gpt-4o-mini"
     assert document["cost_prevented_eur"] == 0
+    # The tier's quota, its default high-risk rules, the key's rate limit and loop guard.
     assert document["policy_applied"] == sorted(
-        ["loop_guard", "model_access", "quota", "rate_limit", "request_validation"]
+        ["high_risk_guard", "loop_guard", "model_access", "quota", "rate_limit"]
+        + ["request_validation"]
     )
     assert row.api_key_id == api_key.pk
     assert chain.document_check(document).valid

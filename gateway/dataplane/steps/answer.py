@@ -20,6 +20,7 @@ from gateway.dataplane import http
 from gateway.dataplane.call import Call, ms_since
 from gateway.dataplane.catalog import Catalog
 from gateway.dataplane.providers.base import StreamState, openai_usage
+from gateway.dataplane.steps import highrisk
 from gateway.dataplane.steps.call_upstream import Opened
 from gateway.dataplane.stream_tail import StreamTail
 from gateway.dataplane.upstream import provider_error, provider_timeout
@@ -58,6 +59,7 @@ async def completion(
     except (ValueError, KeyError, TypeError, orjson.JSONDecodeError):
         raise provider_error(call.deployment, "unreadable answer", 200) from None
     price(catalog, call)
+    highrisk.response(call, body)
     if call.record is not None and call.record.content_logging:
         call.completion = orjson.dumps(body.get("choices")).decode()
     sent = {**body, "aqta": call.aqta()}
@@ -73,7 +75,7 @@ async def stream(catalog: Catalog, send: http.Send, call: Call, opened: Opened) 
     state = StreamState(
         include_usage=bool(options.get("include_usage")),
         model=call.model,
-        keep_text=call.record.content_logging,
+        keep_text=call.record.content_logging or highrisk.wanted(call),
     )
     tail = StreamTail(state.include_usage)
     headers = [http.SSE, http.NO_CACHE, *call.headers()]
@@ -145,7 +147,10 @@ def _stream_usage(catalog: Catalog, call: Call, state: StreamState) -> None:
         )
     price(catalog, call)
     if state.keep_text:
-        call.completion = "".join(state.completion_text)
+        text = "".join(state.completion_text)
+        highrisk.response(call, text)
+        if call.record is not None and call.record.content_logging:
+            call.completion = text
 
 
 def price(catalog: Catalog, call: Call) -> None:

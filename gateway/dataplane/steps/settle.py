@@ -19,6 +19,7 @@ from gateway import crypto
 from gateway.dataplane import policy
 from gateway.dataplane.call import Call, ms_since
 from gateway.dataplane.runtime import Runtime
+from gateway.dataplane.steps import highrisk
 from gateway.models import TraceStatus
 
 logger = logging.getLogger("aqta.gateway")
@@ -95,8 +96,13 @@ def trace_record(call: Call) -> dict[str, Any]:
         "client_disconnected": call.disconnected,
         "request_sha256": hashlib.sha256(call.raw).hexdigest() if call.raw else "",
     }
+    events = []
     if call.loop_detected:
-        record["event"] = "loop_detected"
+        events.append({"kind": "loop_detected", "data": {"model": record["model"]}})
+    if (high_risk := highrisk.event(call)) is not None:
+        events.append(high_risk)
+    if events:
+        record["events"] = events
     if call.record.content_logging and call.raw:
         record["content"] = {
             "request": crypto.encrypt(call.raw.decode(errors="replace")),

@@ -98,7 +98,7 @@ def test_an_answered_call_is_recorded_and_billed_its_real_cost(backend):
     assert trace["ttfb_ms"] == 12 and trace["latency_ms"] >= 0
     assert trace["request_sha256"] == hashlib.sha256(call.raw).hexdigest()
     assert (trace["stream"], trace["cached"], trace["loop_detected"]) == (False, False, False)
-    assert "content" not in trace and "event" not in trace
+    assert "content" not in trace and "events" not in trace
     assert call.finished
 
 
@@ -172,14 +172,14 @@ def test_a_suppressed_loop_is_recorded_as_a_loop_event():
 
     run(scenario)
     loop = records[1]
-    assert (loop["status"], loop["event"], loop["loop_detected"], loop["policy"]) == (
+    assert (loop["status"], loop["events"][0]["kind"], loop["loop_detected"], loop["policy"]) == (
         "suppressed",
         "loop_detected",
         True,
         "loop_guard",
     )
     assert Decimal(loop["cost_prevented_eur"]) > 0
-    assert "event" not in records[0]
+    assert "events" not in records[0]
 
 
 def test_with_content_logging_the_request_and_answer_are_stored_encrypted():
