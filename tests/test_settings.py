@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from aqta.env import database_from_url
+from healthcare.signing import IssuerKey
 
 ROOT = Path(__file__).resolve().parent.parent
 FERNET_KEY = "dGVzdC1rZXktdGVzdC1rZXktdGVzdC1rZXktMzJieXQ="
@@ -141,6 +142,7 @@ def test_check_deploy_passes_with_production_settings():
         "SECRET_KEY": secrets.token_urlsafe(50),
         "AQTA_API_KEY_PEPPER": secrets.token_urlsafe(50),
         "AQTA_ENCRYPTION_KEYS": FERNET_KEY,
+        "AQTA_RECEIPT_SIGNING_KEY": IssuerKey.generate().seed,
         "ALLOWED_HOSTS": "aqta.example.com",
         "SECURE_SSL_REDIRECT": "true",
     }
