@@ -8,9 +8,10 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from django.db import connection
+from django.db.models import Field
 
 from accounts.models import Organization
 from healthcare.chain import chain_hash, chain_link
@@ -83,9 +84,27 @@ def _template(organization: Organization, key: IssuerKey, model: str) -> str:
     return canonical_bytes(receipt).decode()
 
 
+_INSERT_COLUMNS = (
+    "organization_id",
+    "attestation_id",
+    "trace_id",
+    "api_key_id",
+    "model",
+    "outcome",
+    "high_risk",
+    "issued_at",
+    "key_id",
+    "document",
+    "sequence",
+    "prev_hash",
+    "chain_hash",
+)
+
+
 def _signed_rows(
     organization: Organization, count: int, key: IssuerKey, start: datetime, model: str
-) -> Iterator[tuple[Receipt, str]]:
+) -> Iterator[tuple[uuid.UUID, str, datetime, str]]:
+    """(attestation id, trace id, issue time, signed document) of ``count`` receipts."""
     template = _template(organization, key, model)
     for n in range(count):
         attestation = uuid.uuid4()
@@ -98,17 +117,59 @@ def _signed_rows(
         signature = b64url_encode(key.sign(unsigned.encode()))
         # "signature" sorts between "request_hash" and "timestamp".
         document = unsigned.replace('"timestamp":', f'"signature":"{signature}","timestamp":')
-        row = Receipt(
-            organization_id=organization.pk,
-            attestation_id=attestation,
-            trace_id=trace_id(n + 1),
-            model=model,
-            outcome="BLOCKED",
-            issued_at=issued,
-            key_id=key.key_id,
-            document=document,
+        yield attestation, trace_id(n + 1), issued, document
+
+
+def _rows(
+    head: ReceiptChain, count: int, key: IssuerKey, start: datetime, model: str
+) -> Iterator[tuple[Any, ...]]:
+    """Rows in ``_INSERT_COLUMNS`` order, linked onto ``head`` (moved on in memory; no
+    query while they are written, a COPY holds the connection)."""
+    organization = head.organization
+    for attestation, trace, issued, document in _signed_rows(
+        organization, count, key, start, model
+    ):
+        prev, head.length = head.last_hash, head.length + 1
+        head.last_hash = chain_hash(prev, document)
+        yield (
+            *(organization.pk, attestation, trace, None, model, "BLOCKED", False, issued),
+            *(key.key_id, document, head.length, prev, head.last_hash),
         )
-        yield row, document
+
+
+def _insert_many(rows: Iterator[tuple[Any, ...]], batch: int = 5_000) -> None:
+    """One prepared INSERT per row, in batches (SQLite)."""
+    fields = [
+        cast(Field, Receipt._meta.get_field("organization" if c == "organization_id" else c))
+        for c in _INSERT_COLUMNS
+    ]
+    sql = (
+        f"INSERT INTO healthcare_receipt ({', '.join(_INSERT_COLUMNS)}) "
+        f"VALUES ({', '.join(['%s'] * len(_INSERT_COLUMNS))})"
+    )
+    pending: list[list[Any]] = []
+    with connection.cursor() as cursor:
+        for row in rows:
+            pending.append(
+                [
+                    field.get_db_prep_save(value, connection)
+                    for field, value in zip(fields, row, strict=True)
+                ]
+            )
+            if len(pending) == batch:
+                cursor.executemany(sql, pending)
+                pending = []
+        if pending:
+            cursor.executemany(sql, pending)
+
+
+def _copy(rows: Iterator[tuple[Any, ...]]) -> None:
+    """COPY … FROM STDIN (PostgreSQL): the fastest way in."""
+    with connection.cursor() as cursor:
+        statement = f"COPY healthcare_receipt ({', '.join(_INSERT_COLUMNS)}) FROM STDIN"
+        with cursor.cursor.copy(statement) as copy:
+            for row in rows:
+                copy.write_row(row)
 
 
 def receipts_bulk(
@@ -116,25 +177,22 @@ def receipts_bulk(
     count: int,
     *,
     key: IssuerKey | None = None,
-    start: datetime = WHEN,
+    start: datetime | None = None,
     model: str = "gpt-4o-mini",
-    batch: int = 5_000,
 ) -> int:
-    """``count`` valid, signed, linked receipts appended to the organisation's chain in
-    bulk (a millisecond apart from ``start``); the chain's new length."""
+    """``count`` valid, signed, linked receipts appended to the organisation's chain, a
+    millisecond apart from ``start`` (by default so that the last is now), written without
+    the ORM (its bulk_create spends most of its time building SQL); the chain's length."""
     key = key or issuer_key()
-    head, _ = ReceiptChain.objects.get_or_create(organization=organization)
-    pending: list[Receipt] = []
-    for row, document in _signed_rows(organization, count, key, start, model):
-        row.sequence = head.length + 1
-        row.prev_hash = head.last_hash
-        row.chain_hash = head.last_hash = chain_hash(head.last_hash, document)
-        head.length = row.sequence
-        pending.append(row)
-        if len(pending) == batch:
-            Receipt.objects.bulk_create(pending)
-            pending = []
-    Receipt.objects.bulk_create(pending)
+    start = start or datetime.now(UTC) - timedelta(milliseconds=count)
+    head = ReceiptChain.objects.select_related("organization").get_or_create(
+        organization=organization
+    )[0]
+    rows = _rows(head, count, key, start, model)
+    if connection.vendor == "postgresql":
+        _copy(rows)
+    else:
+        _insert_many(rows)
     head.save()
     return head.length
 
