@@ -112,7 +112,7 @@ def _document(text: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _number(value: object) -> str:
+def number_text(value: object) -> str:
     """ECMAScript's text of a number, as signed: 0.000015, never 1.5e-05."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return ""
@@ -127,7 +127,7 @@ def _signed_fields(document: str) -> tuple[str, str]:
     value = _document(document)
     policies = value.get("policy_applied")
     listed = [p for p in policies if isinstance(p, str)] if isinstance(policies, list) else []
-    return "; ".join(listed), _number(value.get("cost_prevented_eur"))
+    return "; ".join(listed), number_text(value.get("cost_prevented_eur"))
 
 
 def _csv_row(row: Row) -> list[Any]:
