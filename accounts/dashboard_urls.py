@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.urls import path
 
 from accounts import views
+from healthcare import views as receipts
 
 app_name = "dashboard"
 
@@ -14,6 +15,13 @@ urlpatterns = [
     path("keys/<uuid:key_id>/revoke/", views.key_revoke, name="key-revoke"),
     path("traces/", views.traces, name="traces"),
     path("traces/<str:trace_id>/", views.trace_detail, name="trace-detail"),
+    path("receipts/", receipts.receipts, name="receipts"),
+    path("receipts/<str:reference>/", receipts.receipt_detail, name="receipt-detail"),
+    path(
+        "receipts/<str:reference>/receipt.json",
+        receipts.receipt_download,
+        name="receipt-download",
+    ),
     path("settings/", views.organization_settings, name="settings"),
     path("members/", views.members, name="members"),
     path("members/<int:membership_id>/role/", views.member_role, name="member-role"),

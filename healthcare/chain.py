@@ -44,7 +44,11 @@ VERIFY_CHUNK = 2_000
 
 
 def chain_hash(prev_hash: str, document: str) -> str:
-    return hashlib.sha256(prev_hash.encode("ascii") + document.encode("utf-8")).hexdigest()
+    """SHA-256 of ``prev_hash || document``. Never raises: text that is not what the linker
+    wrote (a non-ASCII ``prev_hash``, a lone surrogate read back from SQLite) hashes to
+    something else, which is how the check reports it."""
+    data = prev_hash.encode("utf-8", "surrogatepass") + document.encode("utf-8", "surrogatepass")
+    return hashlib.sha256(data).hexdigest()
 
 
 def _head(org_id: Any) -> ReceiptChain:
@@ -127,6 +131,8 @@ def _document(row: Receipt) -> tuple[dict[str, Any] | None, str]:
         value = json.loads(row.document)
     except (ValueError, TypeError):
         return None, "the stored document is not JSON"
+    except RecursionError:  # json gives up some thousand levels deep
+        return None, "the stored document is nested too deeply to read"
     if not isinstance(value, dict):
         return None, "the stored document is not a JSON object"
     return value, ""

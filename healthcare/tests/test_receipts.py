@@ -318,6 +318,18 @@ def run_cli(receipt, key: str = KEY.public_key) -> subprocess.CompletedProcess[s
     )
 
 
+def run_cli_file(path: Path, key: str = KEY.public_key) -> subprocess.CompletedProcess[str]:
+    """The CLI on a receipt file, as a relying party runs it (exact bytes, not re-dumped)."""
+    return subprocess.run(
+        [str(CLI), str(path), f"--key={key}"],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=60,
+        check=False,
+    )
+
+
 @pytest.mark.parametrize(
     "overrides",
     [

@@ -44,9 +44,12 @@
     });
   });
 
-  // The page that shows a new secret answers a POST: turn its history entry into a plain
-  // GET so that reloading does not resubmit the form (and create a second key).
-  if (document.getElementById("new-key-secret") && window.history.replaceState) {
+  // The pages that show a new secret or a receipt's verification answer a POST: turn their
+  // history entry into a plain GET so that reloading does not resubmit the form (and create
+  // a second key, or record the verification again).
+  var answersPost = document.getElementById("new-key-secret") ||
+    document.getElementById("receipt-verification");
+  if (answersPost && window.history.replaceState) {
     window.history.replaceState(null, "", window.location.href);
   }
 
