@@ -36,6 +36,7 @@ urlpatterns = [
     path("accounts/", include("allauth.urls")),
     path("api/", include("accounts.urls")),
     path("api/analytics/", include("gateway.analytics.urls")),
+    path("api/compliance/", include("compliance.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("dashboard/", include("accounts.dashboard_urls")),
