@@ -310,3 +310,26 @@ def test_a_head_without_rows_yet_is_signed_as_empty(org):
     head = Head("audit", "empty-scope", 0, "0" * 64)
     signed = checkpoint_sign(head, base_at=None, now=timezone.now(), key=issuer_key())
     assert json.loads(signed.document)["length"] == 0
+
+
+def test_the_beat_task_runs_a_checkpoint(org, settings):
+    from compliance import tasks
+
+    assert settings.CELERY_BEAT_SCHEDULE["audit-checkpoint"] == {
+        "task": "compliance.tasks.audit_checkpoint",
+        "schedule": float(settings.AQTA_CHECKPOINT_INTERVAL_SECONDS),
+    }
+    record(org)
+    result = tasks.audit_checkpoint.apply().get()
+    assert result["signed"] >= 1 and result["file"] and result["breaks"] == []
+
+
+def test_the_deploy_check_warns_of_a_store_on_the_apps_own_disk(settings, tmp_path):
+    from compliance.checks import checkpoint_store_check
+
+    settings.EMBEDDED = False
+    settings.VAR_DIR = tmp_path
+    settings.AQTA_CHECKPOINT_DIR = str(tmp_path / "checkpoints")
+    assert [w.id for w in checkpoint_store_check(None)] == ["compliance.W001"]
+    settings.AQTA_CHECKPOINT_DIR = "/mnt/worm-bucket/aqta"
+    assert checkpoint_store_check(None) == []
