@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import datetime
 from typing import Any
 
 from compliance.models import AuditEvent
@@ -24,25 +25,37 @@ ZERO_HASH = "0" * 64
 GLOBAL_SCOPE = "global"
 
 
-def event_payload(event: AuditEvent, scope: str) -> dict[str, Any]:
-    return {
+# The columns the hash covers, besides the chain's scope (in ``chained_hash``'s order).
+HASHED = ("sequence", "actor_label", "action", "target", "ip", "data", "created_at", "prev_hash")
+
+
+def chained_hash(
+    scope: str,
+    sequence: int,
+    actor_label: str,
+    action: str,
+    target: str,
+    ip: str | None,
+    data: Any,
+    created_at: datetime,
+    prev_hash: str,
+) -> str:
+    """The hash an event with these values carries in the chain ``scope``."""
+    payload = {
         "scope": scope,
-        "sequence": event.sequence,
+        "sequence": sequence,
         "organization": None if scope == GLOBAL_SCOPE else scope,
-        "actor": event.actor_label,
-        "action": event.action,
-        "target": event.target,
-        "ip": event.ip,
-        "data": event.data,
-        "created_at": event.created_at.isoformat(),
+        "actor": actor_label,
+        "action": action,
+        "target": target,
+        "ip": ip,
+        "data": data,
+        "created_at": created_at.isoformat(),
     }
-
-
-def event_canonical(event: AuditEvent, scope: str) -> bytes:
-    payload = event_payload(event, scope)
-    return json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str).encode()
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(prev_hash.encode() + canonical.encode()).hexdigest()
 
 
 def event_hash_of(event: AuditEvent, scope: str) -> str:
     """The hash ``event`` should carry as a member of the chain ``scope``."""
-    return hashlib.sha256(event.prev_hash.encode() + event_canonical(event, scope)).hexdigest()
+    return chained_hash(scope, *(getattr(event, name) for name in HASHED))
