@@ -372,7 +372,8 @@ def checkpoint_run(*, now: datetime | None = None) -> Run:
         _run_chain(run, head, latest.entries.get((head.kind, head.scope)), now)
     for key, previous in latest.entries.items():
         if key not in seen:  # a checkpointed chain that has no head any more
-            run.breaks.append(_checked(previous, None, now) or _break(previous, None, "gone"))
+            if problem := _checked(previous, None, now):
+                run.breaks.append(problem)
             _carry(run, previous)
     if run.signed or (run.full and run.documents):
         run.file = _store_write(run.documents, full=run.full, now=now)
