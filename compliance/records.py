@@ -1,7 +1,7 @@
 """Recording what callers do with the data: exports, reports, verifications, and every
 change an operator makes in the Django admin (docs/audit.md, "What is recorded").
 
-The helpers take the request they happened in, so the event names its actor (the person,
+These functions take the request they happened in, so the event names its actor (the person,
 or the API key as ``api_key:sk-aqta-…abcd``), address and user agent, like every other
 audit event. Parameters are recorded as given, cut to a sane size: a hostile query string
 must not become a huge audit row.
