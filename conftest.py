@@ -56,6 +56,16 @@ def _fresh_cache():
     cache.clear()
 
 
+@pytest.fixture(autouse=True)
+def _checkpoint_store(tmp_path, settings):
+    """Each test signs chain checkpoints into a file store of its own: the database is
+    rolled back after a test, the files would not be."""
+    settings.AQTA_CHECKPOINT_DIR = str(tmp_path / "checkpoints")
+    from compliance import checkpoints
+
+    checkpoints._latest_cache.clear()
+
+
 @pytest.fixture
 def user(db):
     from accounts.tests.factories import UserFactory

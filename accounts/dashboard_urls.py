@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.urls import path
 
 from accounts import views
+from compliance import views as compliance_views
 from healthcare import views as receipts
 
 app_name = "dashboard"
@@ -26,4 +27,5 @@ urlpatterns = [
     path("members/", views.members, name="members"),
     path("members/<int:membership_id>/role/", views.member_role, name="member-role"),
     path("members/<int:membership_id>/remove/", views.member_remove, name="member-remove"),
+    path("audit/", compliance_views.audit, name="audit"),
 ]

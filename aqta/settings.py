@@ -88,7 +88,8 @@ ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # django.contrib.admin, whose site records every change in the audit trail.
+    "compliance.apps.AuditedAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -361,6 +362,19 @@ AQTA_KEY_CREATE_RATE = env("AQTA_KEY_CREATE_RATE", "30/m")
 AQTA_API_LOGIN_RATE = env("AQTA_API_LOGIN_RATE", "20/m")
 AQTA_API_SIGNUP_RATE = env("AQTA_API_SIGNUP_RATE", "10/m")
 
+# --- Audit trail ------------------------------------------------------------------------
+# Signed checkpoints of every chain head go to this write-once file store, outside the
+# database (docs/audit.md): in production a separate volume or a write-once bucket mount.
+AQTA_CHECKPOINT_DIR = env("AQTA_CHECKPOINT_DIR", "") or str(VAR_DIR / "checkpoints")
+# How often beat signs the chains that moved; a full file (every chain) at least this often.
+AQTA_CHECKPOINT_INTERVAL_SECONDS = envint("AQTA_CHECKPOINT_INTERVAL_SECONDS", 900)
+AQTA_CHECKPOINT_FULL_SECONDS = envint("AQTA_CHECKPOINT_FULL_SECONDS", 86_400)
+if AQTA_CHECKPOINT_INTERVAL_SECONDS < 1 or AQTA_CHECKPOINT_FULL_SECONDS < 1:
+    raise ImproperlyConfigured("AQTA_CHECKPOINT_*_SECONDS must be at least 1")
+# Audit events and receipts are kept this long (never less than the tier's longest trace
+# retention); 0 keeps them forever. 2,557 days: 7 years with their leap days.
+AQTA_AUDIT_RETENTION_DAYS = envint("AQTA_AUDIT_RETENTION_DAYS", 2557)
+
 # --- Celery -----------------------------------------------------------------------------
 CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_RESULT_BACKEND = None
@@ -374,6 +388,11 @@ CELERY_BEAT_SCHEDULE = {
     "rollups-refresh": {"task": "gateway.tasks.rollups_refresh", "schedule": 60.0},
     # Traces, content and rollups past each organisation's retention, in small batches.
     "retention-purge": {"task": "compliance.tasks.retention_purge", "schedule": 3600.0},
+    # Signed checkpoints of every audit and receipt chain that moved (docs/audit.md).
+    "audit-checkpoint": {
+        "task": "compliance.tasks.audit_checkpoint",
+        "schedule": float(AQTA_CHECKPOINT_INTERVAL_SECONDS),
+    },
 }
 
 # --- Aqta -------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ urlpatterns = [
     path("api/analytics/", include("gateway.analytics.urls")),
     path("api/health/", include("healthcare.rules_urls")),
     path("api/health/", include("healthcare.urls")),
+    path("api/compliance/", include("compliance.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("dashboard/", include("accounts.dashboard_urls")),

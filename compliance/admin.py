@@ -6,7 +6,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from aqta.admin import ReadOnlyAdmin
-from compliance.models import AuditChain, AuditEvent
+from compliance.models import AuditChain, AuditEvent, ChainCheckpoint
 
 
 class AppendOnlyAdmin(ReadOnlyAdmin):
@@ -27,5 +27,15 @@ class AuditEventAdmin(AppendOnlyAdmin):
 
 @admin.register(AuditChain)
 class AuditChainAdmin(AppendOnlyAdmin):
-    list_display = ["scope", "length", "last_hash"]
+    list_display = ["scope", "length", "last_hash", "base_sequence"]
     search_fields = ["scope"]
+
+
+@admin.register(ChainCheckpoint)
+class ChainCheckpointAdmin(AppendOnlyAdmin):
+    """The database's copies of the signed checkpoints (the file store has the originals)."""
+
+    list_display = ["signed_at", "kind", "scope", "length", "base_sequence", "key_id", "file"]
+    list_filter = ["kind"]
+    search_fields = ["scope", "last_hash", "file"]
+    date_hierarchy = "signed_at"

@@ -8,14 +8,15 @@ The hourly purge (``compliance.tasks.retention_purge``) deletes what is older th
 
 - traces, with their content and the gateway events that point at them;
 - gateway events older than the cutoff that point at no trace;
-- analytics rollups whose hour or day lies wholly before the cutoff.
+- analytics rollups whose hour or day lies wholly before the cutoff;
+- then the compliance records, on their own, longer retention: audit events and
+  receipts (``compliance.audit_purge``).
 
 It deletes in batches of primary keys, one short transaction per batch, so that no lock
 is held for long and the flusher keeps inserting while it runs.
 
 What it leaves alone, on purpose:
 
-- audit events (and receipts): they follow the compliance rules, not this purge;
 - usage counters: one row per key and month with counts and EUR totals only, no
   content. They are the billing history that invoices, quotas and budgets refer to.
 """
@@ -36,6 +37,7 @@ from django.utils import timezone
 from accounts.models import Organization, User
 from aqta.errors import AqtaError
 from billing.models import Tier
+from compliance.audit_purge import compliance_purge
 from compliance.services import audit_event_record
 from gateway.models import DailyRollup, GatewayEvent, HourlyRollup, Trace, TraceContent
 
@@ -196,4 +198,5 @@ def retention_purge(
         if not finished:
             break
     counts = {name: run.deleted[name] for name in PURGED}
-    return {**counts, "batches": run.batches, "finished": finished}
+    compliance = compliance_purge(now=now) if finished else {"audit_events": 0, "receipts": 0}
+    return {**counts, **compliance, "batches": run.batches, "finished": finished}

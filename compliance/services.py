@@ -1,8 +1,6 @@
 from __future__ import annotations
 
-import hashlib
 import ipaddress
-import json
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -10,6 +8,7 @@ from django.db import transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
+from compliance.hashing import GLOBAL_SCOPE, event_hash_of
 from compliance.models import AuditChain, AuditEvent
 
 if TYPE_CHECKING:
@@ -18,23 +17,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("aqta.audit")
 
 
-def _canonical(event: AuditEvent) -> bytes:
-    payload = {
-        "scope": event.chain.scope,
-        "sequence": event.sequence,
-        "organization": str(event.organization_id) if event.organization_id else None,
-        "actor": event.actor_label,
-        "action": event.action,
-        "target": event.target,
-        "ip": event.ip,
-        "data": event.data,
-        "created_at": event.created_at.isoformat(),
-    }
-    return json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str).encode()
-
-
 def event_hash(event: AuditEvent) -> str:
-    return hashlib.sha256(event.prev_hash.encode() + _canonical(event)).hexdigest()
+    """The hash ``event`` should carry in its chain (``compliance.hashing``)."""
+    return event_hash_of(event, event.chain.scope)
 
 
 def _client_ip(request: HttpRequest) -> str | None:
@@ -51,6 +36,17 @@ def _text(value: str, limit: int) -> str:
     return value.replace("\x00", "\ufffd")[:limit]
 
 
+def _json_clean(value: Any) -> Any:
+    """``data`` as PostgreSQL's jsonb stores it: no NUL characters in keys or strings."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_json_clean(str(key)): _json_clean(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_clean(item) for item in value]
+    return value
+
+
 @transaction.atomic
 def audit_event_record(
     *,
@@ -63,7 +59,7 @@ def audit_event_record(
     data: dict[str, Any] | None = None,
 ) -> AuditEvent:
     """Append an event to its organisation's chain (or the global one) and log it."""
-    scope = str(organization.pk) if organization is not None else "global"
+    scope = str(organization.pk) if organization is not None else GLOBAL_SCOPE
     AuditChain.objects.get_or_create(scope=scope)
     chain = AuditChain.objects.select_for_update().get(scope=scope)
     event = AuditEvent(
@@ -76,7 +72,7 @@ def audit_event_record(
         target=_text(target, 200),
         ip=_client_ip(request) if request is not None else None,
         user_agent=_text(request.headers.get("User-Agent", ""), 300) if request is not None else "",
-        data=data or {},
+        data=_json_clean(data or {}),
         created_at=timezone.now(),
         prev_hash=chain.last_hash,
     )
@@ -94,11 +90,12 @@ def audit_event_record(
 
 
 def audit_chain_verify(*, scope: str) -> int | None:
-    """Sequence number of the first event that breaks the chain, or None if intact."""
-    prev = "0" * 64
-    events = AuditEvent.objects.filter(chain__scope=scope).select_related("chain")
-    for event in events.order_by("sequence").iterator():
-        if event.prev_hash != prev or event_hash(event) != event.hash:
-            return event.sequence
-        prev = event.hash
-    return None
+    """Sequence number of the first break of the chain ``scope``, or None if intact (0: a
+    checkpoint problem that is on no row). The walk, the checkpoints and the reasons are
+    ``compliance.verify.audit_chain_report``."""
+    from compliance.verify import audit_chain_report  # it reads healthcare's chains too
+
+    report = audit_chain_report(scope=scope)
+    if report.valid:
+        return None
+    return report.sequence or 0

@@ -19,6 +19,7 @@ from accounts.selectors import api_key_get_by_secret
 from accounts.services import api_key_create, api_key_revoke
 from accounts.tests.factories import PASSWORD, UserFactory
 from billing.models import Tier
+from compliance.checkpoints import checkpoint_run
 from compliance.models import AuditEvent
 from gateway.tests.dead_letter_data import dead_letter
 
@@ -77,6 +78,7 @@ def every_model(org, user, api_key, superuser) -> None:
     account = SocialAccount.objects.create(user=user, provider="google", uid="1234")
     SocialToken.objects.create(app=app, account=account, token="tok")
     _gateway_objects(org, api_key[0])
+    checkpoint_run()  # the signed checkpoints of the audit chains
 
 
 def _gateway_objects(org, key) -> None:

@@ -145,9 +145,16 @@ def test_check_deploy_passes_with_production_settings():
         "AQTA_RECEIPT_SIGNING_KEY": IssuerKey.generate().seed,
         "ALLOWED_HOSTS": "aqta.example.com",
         "SECURE_SSL_REDIRECT": "true",
+        # The checkpoint store on a volume of its own (docs/audit.md).
+        "AQTA_CHECKPOINT_DIR": "/mnt/aqta-checkpoints",
     }
     result = _run(["manage.py", "check", "--deploy", "--fail-level", "WARNING"], env)
     assert result.returncode == 0, result.stdout + result.stderr
+
+    del env["AQTA_CHECKPOINT_DIR"]  # the default, inside var/
+    result = _run(["manage.py", "check", "--deploy", "--fail-level", "WARNING"], env)
+    assert result.returncode != 0
+    assert "compliance.W001" in result.stdout + result.stderr
 
 
 def test_database_urls_are_parsed_with_escapes_and_options():

@@ -135,8 +135,9 @@ class Timed:
 
 
 def _exercise_the_control_plane(user: User, org, key_secret: str, timed: Timed) -> None:
-    """Sign-in (API, HTML, admin), signup, key creation and revocation: the right status,
-    the envelope, and the audit event of each, whatever state Redis is in."""
+    """Sign-in (API, HTML, admin), sign-out, signup, key creation and revocation: the right
+    status, the envelope, and the audit event of each (in the database, never lost with
+    Redis), whatever state Redis is in."""
     # API login: the right password, then a wrong one.
     api = APIClient()
     before = _events("auth.login", actor=user)
@@ -144,6 +145,10 @@ def _exercise_the_control_plane(user: User, org, key_secret: str, timed: Timed) 
     assert ok.status_code == 200, ok.content
     assert ok.json()["user"]["email"] == user.email
     assert _events("auth.login", actor=user) == before + 1
+
+    before = _events("auth.logout", actor=user)
+    assert timed(api.post, "/api/auth/logout").status_code == 204
+    assert _events("auth.logout", actor=user) == before + 1
 
     before = _events("auth.login_failed", target=user.email)
     wrong = timed(_login, APIClient(), user.email, "not the password")

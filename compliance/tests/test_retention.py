@@ -181,13 +181,14 @@ def test_old_events_without_a_trace_are_purged_too():
     assert GatewayEvent.objects.get().created_at == NOW - timedelta(days=1)
 
 
-def test_audit_events_are_not_purged():
+def test_audit_events_outlive_the_traces():
+    """They follow the compliance retention (compliance/tests/test_audit_retention.py)."""
     organization = _org("free")
     audit_event_record(action="test.one", organization=organization)
     events = AuditEvent.objects.count()
     _trace(organization, timedelta(days=8))
 
-    retention_purge(now=NOW + timedelta(days=365 * 10))
+    retention_purge(now=NOW + timedelta(days=365 * 6))
 
     assert not Trace.objects.exists()
     assert AuditEvent.objects.count() == events

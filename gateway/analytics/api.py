@@ -30,6 +30,7 @@ from accounts.api.base import OrganizationScopedApi, validated
 from aqta.errors import AqtaError, ErrorCode
 from aqta.openapi import ORGANIZATION_PARAMETER, error_responses
 from billing.models import Analytics, Tier
+from compliance.records import audit_export_record
 from gateway import openapi as _openapi  # noqa: F401  (registers the auth schemes)
 from gateway.analytics import rollups, selectors
 from gateway.analytics.renderers import CsvRenderer, csv_response
@@ -162,6 +163,11 @@ class AnalyticsApi(OrganizationScopedApi):
     def wants_csv(request: Request) -> bool:
         return request.accepted_renderer.format == "csv"
 
+    def export_record(self, request: Request, kind: str, rows: int) -> None:
+        """A CSV is an export: recorded in the organisation's audit trail."""
+        params = {**self.query(request), "format": "csv"}
+        audit_export_record(request, kind, params, organization=self.organization, rows=rows)
+
 
 class AnalyticsRequestsApi(AnalyticsApi):
     class Query(RangeQuery):
@@ -252,6 +258,7 @@ class AnalyticsRequestsApi(AnalyticsApi):
         next_url = self._next_url(request, query, page[-1]) if has_more else None
         data = represent_many(TraceOutput, page)
         if self.wants_csv(request):
+            self.export_record(request, "analytics.requests", len(data))
             link = {"Link": f'<{next_url}>; rel="next"'} if next_url else {}
             header = list(TraceOutput.Meta.fields)
             return csv_response(data, header, "aqta-requests.csv", **link)
@@ -372,6 +379,7 @@ class AnalyticsCostsApi(AnalyticsApi):
         )
         data = represent_many(CostRowOutput, rows)
         if self.wants_csv(request):
+            self.export_record(request, "analytics.costs", len(data))
             return csv_response(data, list(CostRowOutput().fields), "aqta-costs.csv")
         total = {name: sum(row[name] for row in rows) for name in ("requests", "errors", "tokens")}
         total["cost_eur"] = sum(row["cost_eur"] for row in rows)
