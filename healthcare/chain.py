@@ -217,7 +217,7 @@ def _linked(org_id: Any) -> Iterator[Receipt]:
         after = rows[-1].sequence or after
 
 
-def chain_verify(org_id: Any) -> ChainVerdict:
+def _walk(org_id: Any) -> ChainVerdict:
     """Walk the organisation's receipt chain from its base to its head; the first break."""
     chain_link(org_id)
     head = ReceiptChain.objects.filter(organization_id=org_id).first()
@@ -240,6 +240,24 @@ def chain_verify(org_id: Any) -> ChainVerdict:
         )
         return ChainVerdict(False, head.length, checked, reason, expected, None)
     return ChainVerdict(True, head.length, checked)
+
+
+def chain_verify(org_id: Any) -> ChainVerdict:
+    """The organisation's receipt chain, walked from its base to its head, then held
+    against its newest signed checkpoint (kept outside the database: a chain truncated
+    together with its head, re-hashed or deleted shows there); the first break."""
+    from compliance.checkpoints import checkpoint_breaks
+
+    verdict = _walk(org_id)
+    if not verdict.valid:
+        return verdict
+    breaks = checkpoint_breaks("receipts", str(org_id))
+    if breaks:
+        first = breaks[0]
+        return ChainVerdict(
+            False, verdict.length, verdict.checked, f"checkpoint: {first.reason}", first.sequence
+        )
+    return verdict
 
 
 @dataclass(frozen=True)

@@ -250,3 +250,77 @@ def test_postgresql_refuses_truncate(postgresql, chain):
         with connection.cursor() as cursor:
             cursor.execute("SET aqta.allow_truncate = 'on'")
     assert Receipt.objects.count() == 5
+
+
+# --- what only the signed checkpoints can show --------------------------------------------
+
+
+def _rehash_from(org, sequence: int) -> None:
+    """Recompute every chain_hash from ``sequence`` on, and the head, with the public
+    algorithm: the chain is consistent again, as an attacker with the database would
+    leave it."""
+    from healthcare.chain import chain_hash
+    from healthcare.models import ReceiptChain
+
+    rows = list(Receipt.objects.filter(organization=org).order_by("sequence"))
+    prev = rows[sequence - 2].chain_hash if sequence > 1 else "0" * 64
+    for row in rows[sequence - 1 :]:
+        digest = chain_hash(prev, row.document)
+        raw_sql(
+            "UPDATE healthcare_receipt SET prev_hash = %s, chain_hash = %s WHERE id = %s",
+            [prev, digest, row.pk],
+        )
+        prev = digest
+    raw_sql(
+        "UPDATE healthcare_receiptchain SET last_hash = %s WHERE id = %s",
+        [prev, ReceiptChain.objects.get(organization=org).pk],
+    )
+
+
+def test_a_re_hashed_chain_is_found_by_its_checkpoint(healthcare_org, key_client, chain):
+    from compliance.checkpoints import checkpoint_run
+    from healthcare.models import ReceiptChain
+
+    checkpoint_run()
+    # Remove receipt 3, move 4 and 5 down, re-hash from 3 on and fix the head: every
+    # signature is still ours and every link holds, so only the checkpoint can tell.
+    raw_sql("DELETE FROM healthcare_receipt WHERE sequence = 3")
+    for sequence in (4, 5):
+        raw_sql(
+            "UPDATE healthcare_receipt SET sequence = %s WHERE sequence = %s",
+            [sequence - 1, sequence],
+        )
+    raw_sql(
+        "UPDATE healthcare_receiptchain SET length = 4 WHERE id = %s",
+        [ReceiptChain.objects.get(organization=healthcare_org).pk],
+    )
+    _rehash_from(healthcare_org, 3)
+    from healthcare.chain import _walk
+
+    assert _walk(healthcare_org.pk).valid  # consistent without the checkpoint
+
+    status, text, report = verify_command(healthcare_org)
+
+    assert status == 1, text
+    first_break = report["organizations"][0]["first_break"]
+    assert "checkpoint" in first_break["reason"], first_break
+
+
+def test_a_chain_truncated_with_its_head_is_found_by_its_checkpoint(
+    healthcare_org, key_client, chain
+):
+    from compliance.checkpoints import checkpoint_run
+    from healthcare.models import ReceiptChain
+
+    checkpoint_run()
+    third = by_sequence(3)
+    raw_sql("DELETE FROM healthcare_receipt WHERE sequence >= 4")
+    raw_sql(
+        "UPDATE healthcare_receiptchain SET length = 3, last_hash = %s WHERE id = %s",
+        [third.chain_hash, ReceiptChain.objects.get(organization=healthcare_org).pk],
+    )
+
+    status, text, report = verify_command(healthcare_org)
+
+    assert status == 1, text
+    assert "checkpoint" in report["organizations"][0]["first_break"]["reason"]
