@@ -136,8 +136,9 @@ class Runtime:
             asyncio.create_task(self.buffer.run(self.stop, consume=consume)),
             asyncio.create_task(self._refresh_catalog()),
             asyncio.create_task(self.breaker.run(self.stop, self.deployment_names)),
-            asyncio.create_task(link_forever(self.stop)),
         ]
+        if consume:  # otherwise the flusher links receipts too
+            self.tasks.append(asyncio.create_task(link_forever(self.stop)))
 
     async def close(self) -> None:
         """Stop the background tasks (the buffer flushes what it holds), close clients."""

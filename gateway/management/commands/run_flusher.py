@@ -1,7 +1,8 @@
 """Write buffered traces and usage from the Redis stream to the database.
 
 Run one or more of these beside the server workers and set ``AQTA_FLUSH_IN_WORKERS=false``:
-the database writes then cost the request-serving processes nothing. Flushers share a
+the database writes then cost the request-serving processes nothing. It also links
+Healthcare receipts into their chains (the workers do that too when they flush). Flushers share a
 consumer group, so any number can run, on any host; entries left pending by one that
 died are claimed by another.
 """
@@ -16,6 +17,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from aqta import redis as aqta_redis
 from gateway.dataplane.buffer import RedisBuffer
+from gateway.dataplane.receipts import link_forever
 
 
 class Command(BaseCommand):
@@ -35,8 +37,10 @@ class Command(BaseCommand):
         reader = aqta_redis.async_client(socket_timeout=5)
         buffer = RedisBuffer(client, reader)
         self.stderr.write("trace flusher running")
+        linker = asyncio.create_task(link_forever(stop))  # Healthcare receipts' chains
         try:
             await buffer.run(stop)  # flushes once more when stopped
+            await linker
         finally:
             # As the workers shut down (Runtime.close): the buffer closes its own reader,
             # then the client it was lent.
