@@ -40,8 +40,9 @@ class Command(BaseCommand):
         linker = asyncio.create_task(link_forever(stop))  # Healthcare receipts' chains
         try:
             await buffer.run(stop)  # flushes once more when stopped
-            await linker
         finally:
+            stop.set()  # also when the buffer's run ended on its own: the linker stops too
+            await asyncio.gather(linker, return_exceptions=True)
             # As the workers shut down (Runtime.close): the buffer closes its own reader,
             # then the client it was lent.
             await buffer.aclose()
