@@ -3,6 +3,7 @@ the API) or by the data plane's own PostgreSQL writer (``gateway.dataplane.recei
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -56,6 +57,12 @@ class ReceiptValues:
         )
 
 
+@functools.lru_cache(maxsize=16)
+def _key_id(public_key: str) -> str:
+    """The signing key's id: one per issuer key, not a hash per receipt."""
+    return key_id(b64url_decode(public_key))
+
+
 def receipt_document(receipt: Receipt) -> str:
     """The receipt as stored and chained: RFC 8785 JSON, signature included."""
     return canonical_json(receipt).decode("utf-8")
@@ -71,7 +78,7 @@ def receipt_values(receipt: Receipt, *, api_key_id: str | None, high_risk: bool)
         outcome=receipt["outcome"],
         high_risk=high_risk,
         issued_at=datetime.fromisoformat(receipt["timestamp"]),
-        key_id=key_id(b64url_decode(receipt["public_key"])),
+        key_id=_key_id(receipt["public_key"]),
         document=receipt_document(receipt),
     )
 
