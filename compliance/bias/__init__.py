@@ -1,0 +1,1 @@
+"""Bias detection on the Healthcare tier: counterfactual probes and their statistics."""
