@@ -1,0 +1,1 @@
+"""Bias detection: counterfactual probes and passive monitoring (docs/bias.md)."""
