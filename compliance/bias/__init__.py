@@ -1,1 +1,1 @@
-"""Bias detection on the Healthcare tier: counterfactual probes and their statistics."""
+"""Bias detection: counterfactual probes and passive monitoring (docs/bias.md)."""

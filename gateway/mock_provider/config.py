@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+CLINICAL_MODES = ("fair", "biased", "off")
+
 
 @dataclass(frozen=True, slots=True)
 class MockConfig:
@@ -14,6 +16,10 @@ class MockConfig:
     key; a string accepts only that key (to check which key the gateway sends upstream), for every
     protocol. ``cache_*_input_tokens`` are the prompt-cache counts Anthropic replies report.
     ``extra_models`` are accepted on top of the Gemini and Perplexity models the mock knows.
+
+    ``clinical`` answers prompts with an ``Answer format:`` block (``clinical.py``): ``"fair"``
+    takes each line's first option, ``"biased"`` the last one when the prompt names one of
+    ``disfavoured_terms`` (whole words, any case), ``"off"`` answers ``reply_text`` as usual.
     """
 
     latency_ms: float = 0.0
@@ -24,3 +30,9 @@ class MockConfig:
     cache_read_input_tokens: int = 0
     cache_creation_input_tokens: int = 0
     extra_models: tuple[str, ...] = ()
+    clinical: str = "fair"
+    disfavoured_terms: tuple[str, ...] = ("Black", "woman", "uninsured")
+
+    def __post_init__(self) -> None:
+        if self.clinical not in CLINICAL_MODES:
+            raise ValueError(f"clinical must be one of {', '.join(CLINICAL_MODES)}")

@@ -7,6 +7,7 @@ of pieces: each piece is one streamed delta and counts as one completion token, 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -20,6 +21,7 @@ CHARS_PER_TOKEN = 4
 TOKENS_PER_MESSAGE = 4
 JSON_OBJECT_REPLY = {"result": "mock"}
 _MAX_SCHEMA_DEPTH = 8
+_WORD = re.compile(r"\s*\S+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +71,14 @@ def last_user_text(messages: Sequence[Any]) -> str:
     return ""
 
 
-def plan_reply(body: Mapping[str, Any], *, reply_text: str, chunks: int) -> Reply:
-    """Choose the answer to a validated OpenAI-shaped request and apply its token limit."""
+def plan_reply(
+    body: Mapping[str, Any], *, reply_text: str, chunks: int, answer: str | None = None
+) -> Reply:
+    """Choose the answer to a validated OpenAI-shaped request and apply its token limit.
+
+    A text reply is ``answer`` when given (a whole composed answer, see ``clinical.py``), else
+    ``reply_text`` repeated to ``chunks`` words.
+    """
     limit = body.get("max_completion_tokens")
     if limit is None:
         limit = body.get("max_tokens")
@@ -86,11 +94,18 @@ def plan_reply(body: Mapping[str, Any], *, reply_text: str, chunks: int) -> Repl
         return json_reply(schema, limit)
     if kind == "json_object":
         return json_reply(None, limit)
+    if answer is not None:
+        return answer_reply(answer, limit)
     return text_reply(reply_text, chunks, limit)
 
 
 def text_reply(reply_text: str, chunks: int, limit: Any = None) -> Reply:
     return limited(text_pieces(reply_text, chunks), "stop", limit)
+
+
+def answer_reply(answer: str, limit: Any = None) -> Reply:
+    """``answer`` as it is, one piece per word, its line breaks kept on the following word."""
+    return limited(tuple(_WORD.findall(answer)) or ("",), "stop", limit)
 
 
 def json_reply(schema: Any, limit: Any = None) -> Reply:

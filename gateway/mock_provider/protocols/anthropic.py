@@ -17,8 +17,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from ..clinical import text_answer
 from ..config import MockConfig
-from ..replies import Reply, content_text, estimate_tokens, text_reply, tool_reply
+from ..replies import Reply, content_text, estimate_tokens, last_user_text, tool_reply
 from .base import (
     JSON_TYPE,
     SSE_TYPE,
@@ -319,7 +320,8 @@ def plan_reply(call: Call) -> Reply:
     tool = _tool_to_call(body)
     if tool is not None:
         return tool_reply(tool["name"], tool.get("input_schema"), body["max_tokens"])
-    return text_reply(call.config.reply_text, call.chunks, body["max_tokens"])
+    prompt = last_user_text(body["messages"])
+    return text_answer(call.config, prompt, call.chunks, body["max_tokens"])
 
 
 def _tool_to_call(body: Mapping[str, Any]) -> dict[str, Any] | None:

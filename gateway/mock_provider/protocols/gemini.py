@@ -17,8 +17,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from ..clinical import text_answer
 from ..config import MockConfig
-from ..replies import Reply, estimate_tokens, json_reply, text_reply, tool_reply
+from ..replies import Reply, estimate_tokens, json_reply, tool_reply
 from .base import Call, Protocol, StreamPlan, int_field, key_accepted
 
 JSON_TYPE = "application/json; charset=UTF-8"
@@ -142,13 +143,7 @@ class GeminiProtocol(Protocol):
         )
 
     def directive_text(self, body: Mapping[str, Any]) -> str:
-        contents = body.get("contents")
-        if not isinstance(contents, list):
-            return ""
-        for content in reversed(contents):
-            if isinstance(content, dict) and (content.get("role") or "user") == "user":
-                return _text(content)
-        return ""
+        return _last_user_text(body)
 
     def status_error(self, status: int, call: Call) -> Any:
         if status == 404:
@@ -344,6 +339,16 @@ def request_problem(body: Mapping[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+def _last_user_text(body: Mapping[str, Any]) -> str:
+    contents = body.get("contents")
+    if not isinstance(contents, list):
+        return ""
+    for content in reversed(contents):
+        if isinstance(content, dict) and (content.get("role") or "user") == "user":
+            return _text(content)
+    return ""
+
+
 def _text(content: Any) -> str:
     parts = content.get("parts") if isinstance(content, dict) else None
     if not isinstance(parts, list):
@@ -383,7 +388,7 @@ def plan_reply(call: Call) -> Reply:
     if field(config, "responseMimeType") == "application/json":
         schema = field(config, "responseSchema") or field(config, "responseJsonSchema")
         return json_reply(schema if isinstance(schema, dict) else None, limit)
-    return text_reply(call.config.reply_text, call.chunks, limit)
+    return text_answer(call.config, _last_user_text(body), call.chunks, limit)
 
 
 def _function_to_call(body: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from .. import wire
+from ..clinical import clinical_answer
 from ..config import MockConfig
 from ..replies import Reply, last_user_text, plan_reply, prompt_tokens
 from .base import JSON_TYPE, Call, Protocol, StreamPlan, bearer_token, key_accepted
@@ -88,6 +89,7 @@ def _plan(call: Call) -> tuple[Reply, int, dict[str, Any]]:
     """The reply each choice gets, the number of choices and the usage they add up to."""
     body = call.body
     call.state.note_model(body["model"])
-    reply = plan_reply(body, reply_text=call.config.reply_text, chunks=call.chunks)
+    answer = clinical_answer(last_user_text(body["messages"]), call.config)
+    reply = plan_reply(body, reply_text=call.config.reply_text, chunks=call.chunks, answer=answer)
     n = body.get("n") or 1
     return reply, n, wire.usage(prompt_tokens(body["messages"]), n * len(reply.pieces))

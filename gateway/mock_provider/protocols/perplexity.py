@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from ..clinical import text_answer
 from ..config import MockConfig
 from ..replies import (
     Reply,
@@ -26,7 +27,6 @@ from ..replies import (
     estimate_tokens,
     json_reply,
     last_user_text,
-    text_reply,
 )
 from .base import JSON_TYPE, SSE_TYPE, Call, Protocol, StreamPlan, bearer_token, key_accepted
 
@@ -239,7 +239,7 @@ def plan_reply(call: Call) -> Reply:
     if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
         schema = (response_format.get("json_schema") or {}).get("schema")
         return json_reply(schema if isinstance(schema, dict) else {}, limit)
-    return text_reply(call.config.reply_text, call.chunks, limit)
+    return text_answer(call.config, last_user_text(body["messages"]), call.chunks, limit)
 
 
 def prompt_tokens(body: Mapping[str, Any]) -> int:
