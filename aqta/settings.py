@@ -374,6 +374,18 @@ if AQTA_CHECKPOINT_INTERVAL_SECONDS < 1 or AQTA_CHECKPOINT_FULL_SECONDS < 1:
 # Audit events and receipts are kept this long (never less than the tier's longest trace
 # retention); 0 keeps them forever. 2,557 days: 7 years with their leap days.
 AQTA_AUDIT_RETENTION_DAYS = envint("AQTA_AUDIT_RETENTION_DAYS", 2557)
+# Bias detection and compliance reports (docs/bias.md, docs/reports.md). Probe runs send
+# their calls to the gateway's own /v1 at this address (in production: an internal URL of
+# the load balancer; the workers need to reach it).
+AQTA_GATEWAY_URL = (env("AQTA_GATEWAY_URL", "http://127.0.0.1:8000") or "").rstrip("/")
+# A worker holds a job for this long and renews the claim every third of it; a job whose
+# worker died is taken over once it lapses.
+AQTA_JOB_LEASE_SECONDS = envint("AQTA_JOB_LEASE_SECONDS", 60)
+# A probe sent by a worker that died is sent again only this long after (by then the
+# gateway has answered it, into the response cache, or given up on it).
+AQTA_PROBE_RESEND_AFTER_SECONDS = envfloat("AQTA_PROBE_RESEND_AFTER_SECONDS", 180.0)
+AQTA_BIAS_MAX_CALLS = envint("AQTA_BIAS_MAX_CALLS", 20_000)
+AQTA_BIAS_PASSIVE_MAX_TRACES = envint("AQTA_BIAS_PASSIVE_MAX_TRACES", 50_000)
 
 # --- Celery -----------------------------------------------------------------------------
 CELERY_BROKER_URL = REDIS_URL or "memory://"
@@ -383,6 +395,13 @@ CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = "UTC"
+# Long compliance jobs are acknowledged late (compliance.jobs): one message at a time per
+# worker process, and an unacknowledged message goes back to the queue this long after it
+# was delivered if its worker died (a job that runs longer is protected by its lease).
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": envint("AQTA_CELERY_VISIBILITY_TIMEOUT", 3600),
+}
 CELERY_BEAT_SCHEDULE = {
     # Analytics rollups from the traces written since the last run.
     "rollups-refresh": {"task": "gateway.tasks.rollups_refresh", "schedule": 60.0},
@@ -393,6 +412,8 @@ CELERY_BEAT_SCHEDULE = {
         "task": "compliance.tasks.audit_checkpoint",
         "schedule": float(AQTA_CHECKPOINT_INTERVAL_SECONDS),
     },
+    # Bias runs and reports whose worker died and whose message is gone (compliance.jobs).
+    "jobs-resume": {"task": "compliance.tasks.jobs_resume", "schedule": 60.0},
 }
 
 # --- Aqta -------------------------------------------------------------------------------

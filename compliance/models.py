@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import uuid
+
 from django.conf import settings
 from django.db import models
 
@@ -99,3 +101,180 @@ class ChainCheckpoint(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.scope} at {self.length} ({self.signed_at:%Y-%m-%d %H:%M})"
+
+
+# --- Long-running compliance jobs: bias detection runs and compliance reports ------------
+
+
+class JobStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    COMPLETED = "completed", "Completed"
+    FAILED = "failed", "Failed"
+
+
+class JobFields(models.Model):
+    """What every Celery-run job stores: progress for the API and the dashboard, and the
+    lease that keeps a run executed by one worker at a time (``compliance.jobs``)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey("accounts.Organization", on_delete=models.CASCADE)
+    status = models.CharField(max_length=10, choices=JobStatus.choices, default=JobStatus.QUEUED)
+    progress = models.PositiveSmallIntegerField(default=0, help_text="Percent done, 0-100.")
+    step = models.CharField(max_length=200, blank=True, help_text="What the job is doing now.")
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # The worker executing the job and until when its claim holds (renewed by a heartbeat);
+    # a job whose lease lapsed is taken over by the next delivery or the resume sweep.
+    lease_owner = models.CharField(max_length=200, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0, help_text="Deliveries that executed it.")
+
+    class Meta:
+        abstract = True
+
+    @property
+    def finished(self) -> bool:
+        return self.status in (JobStatus.COMPLETED, JobStatus.FAILED)
+
+
+class ProbeSet(models.Model):
+    """An organisation's own counterfactual probe set (``compliance.bias.probes`` format);
+    the default set ships with the code and is not stored."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey(
+        "accounts.Organization", on_delete=models.CASCADE, related_name="probe_sets"
+    )
+    name = models.CharField(max_length=120)
+    definition = models.JSONField()
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "name"], name="probe_set_name_unique")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class BiasMethod(models.TextChoices):
+    PROBE = "probe", "Counterfactual probes"
+    PASSIVE = "passive", "Passive monitoring"
+
+
+class BiasRun(JobFields):
+    """One bias detection run: counterfactual probes sent through the gateway, or passive
+    monitoring of a period of logged traffic; ``findings`` are the per-group results."""
+
+    method = models.CharField(max_length=10, choices=BiasMethod.choices)
+    model = models.CharField(max_length=120, blank=True)
+    probe_set = models.ForeignKey(ProbeSet, on_delete=models.SET_NULL, null=True, blank=True)
+    probe_set_name = models.CharField(max_length=120)
+    definition = models.JSONField(help_text="The probe set as it was when the run started.")
+    repetitions = models.PositiveSmallIntegerField(default=1)
+    concurrency = models.PositiveSmallIntegerField(default=4)
+    budget_cap_eur = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    spent_eur = models.DecimalField(max_digits=16, decimal_places=8, default=0)
+    period_start = models.DateField(null=True, blank=True)
+    period_end = models.DateField(null=True, blank=True)
+    # The run's own key: its traffic is the organisation's, billed and rate-limited like any
+    # other, and recognisable by this key. Revoked, and its secret erased, when the run ends.
+    api_key = models.ForeignKey(
+        "accounts.ApiKey", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    key_secret_encrypted = models.TextField(blank=True)
+    calls_total = models.PositiveIntegerField(default=0)
+    calls_done = models.PositiveIntegerField(default=0)
+    calls_failed = models.PositiveIntegerField(default=0)
+    stopped_reason = models.CharField(max_length=200, blank=True)
+    findings = models.JSONField(default=list, blank=True)
+    summary = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["organization", "-created_at"], name="bias_run_org_time")]
+
+    def __str__(self) -> str:
+        return f"{self.get_method_display()} {self.model or ''} ({self.status})"
+
+
+class ProbeCallStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    SENT = "sent", "Sent"
+    ANSWERED = "answered", "Answered"
+    REFUSED = "refused", "Refused by a policy"
+    FAILED = "failed", "Failed"
+    SKIPPED = "skipped", "Skipped"
+
+
+class ProbeCall(models.Model):
+    """One variant of one case and repetition of a probe run, and what it got back."""
+
+    run = models.ForeignKey(BiasRun, on_delete=models.CASCADE, related_name="calls")
+    index = models.PositiveIntegerField()
+    case_id = models.CharField(max_length=80)
+    attribute = models.CharField(max_length=80)
+    group = models.CharField(max_length=80)
+    repetition = models.PositiveSmallIntegerField()
+    status = models.CharField(
+        max_length=10, choices=ProbeCallStatus.choices, default=ProbeCallStatus.PENDING
+    )
+    sends = models.PositiveSmallIntegerField(default=0)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    answered_at = models.DateTimeField(null=True, blank=True)
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    error_code = models.CharField(max_length=40, blank=True)
+    trace_id = models.CharField(max_length=64, blank=True)
+    cached = models.BooleanField(default=False)
+    cost_eur = models.DecimalField(max_digits=16, decimal_places=8, default=0)
+    outcomes = models.JSONField(default=dict, blank=True)
+    answer_excerpt = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["run", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "index"], name="probe_call_index_unique")
+        ]
+        indexes = [models.Index(fields=["run", "status"], name="probe_call_run_status")]
+
+    def __str__(self) -> str:
+        return f"{self.case_id} {self.attribute}={self.group} #{self.repetition}"
+
+
+class ReportFormat(models.TextChoices):
+    PDF = "pdf", "PDF"
+    JSON = "json", "JSON"
+
+
+class ComplianceReport(JobFields):
+    """A signed compliance report of one period (``compliance.reports``). ``document`` is
+    the signed JSON; ``pdf`` the rendered file when the format is PDF."""
+
+    period_start = models.DateField()
+    period_end = models.DateField()
+    format = models.CharField(max_length=4, choices=ReportFormat.choices)
+    document = models.JSONField(null=True, blank=True)
+    content_sha256 = models.CharField(max_length=64, blank=True)
+    signature = models.CharField(max_length=100, blank=True)
+    key_id = models.CharField(max_length=16, blank=True)
+    pdf = models.BinaryField(null=True, blank=True, editable=False)
+    pdf_sha256 = models.CharField(max_length=64, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["organization", "-created_at"], name="report_org_time")]
+
+    def __str__(self) -> str:
+        return f"Report {self.period_start}..{self.period_end} ({self.status})"

@@ -19,9 +19,9 @@ def _healthcare_name() -> str:
     return tier.name if tier is not None else "Healthcare"
 
 
-def _refusal(feature: str, organization: Organization) -> AqtaError:
+def _refusal(feature: str, organization: Organization, verb: str = "are") -> AqtaError:
     return AqtaError(
-        f"{feature} are part of the {_healthcare_name()} tier; "
+        f"{feature} {verb} part of the {_healthcare_name()} tier; "
         f"this organisation is on {organization.tier.name}.",
         code=ErrorCode.TIER_FEATURE_UNAVAILABLE,
     )
@@ -37,3 +37,15 @@ def audit_trail_require(organization: Organization) -> None:
     """Raise the 403 unless the organisation's tier has the audit trail API."""
     if not organization.tier.audit_trail:
         raise _refusal("The audit trail and compliance reports", organization)
+
+
+def bias_detection_require(organization: Organization) -> None:
+    """Raise the 403 unless the organisation's tier has bias detection."""
+    if not organization.tier.bias_detection:
+        raise _refusal("Bias detection", organization, verb="is")
+
+
+def compliance_reports_require(organization: Organization) -> None:
+    """Raise the 403 unless the organisation's tier has compliance reports."""
+    if not organization.tier.compliance_reports:
+        raise _refusal("Compliance reports", organization)

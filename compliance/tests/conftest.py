@@ -11,3 +11,6 @@ def _no_default_high_risk_rules(monkeypatch):
     default high-risk rules it is given (one more event, ``high_risk_rules.seeded``) are
     tested with the rules (``healthcare/tests/test_rules.py``)."""
     monkeypatch.setattr("accounts.services.high_risk_rules_seed", lambda **kwargs: None)
+
+
+from compliance.tests.jobs import eager_jobs  # noqa: E402,F401  (a fixture for the job tests)
