@@ -149,7 +149,7 @@ def passive_run_execute(run: BiasRun, lease: Lease) -> None:
     job_start(run)
     definition = run.definition
     binary = [o for o, info in outcome_meta(definition).items() if info.get("kind") == "binary"]
-    everything = {**definition, "cases": [{"id": "_passive", "prompt": "", "outcomes": binary}]}
+    everything = {**definition, "cases": [{"id": "passive-monitoring", "prompt": "", "outcomes": binary}]}
     limit = settings.AQTA_BIAS_PASSIVE_MAX_TRACES
     contents = _traces(run)
     total = min(contents.count(), limit)
@@ -167,7 +167,7 @@ def passive_run_execute(run: BiasRun, lease: Lease) -> None:
             unreadable += 1
         elif groups := demographic_groups(definition, read[0]):
             matched += 1
-            _count(counts, groups, classify(everything, "_passive", read[1]), binary)
+            _count(counts, groups, classify(everything, "passive-monitoring", read[1]), binary)
         if scanned % CHUNK == 0:
             lease.check()
             progress_set(

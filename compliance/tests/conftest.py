@@ -14,3 +14,4 @@ def _no_default_high_risk_rules(monkeypatch):
 
 
 from compliance.tests.jobs import eager_jobs  # noqa: E402,F401  (a fixture for the job tests)
+from gateway.tests.conftest import live_gateway, make_key, mock, mock_provider  # noqa: E402,F401
