@@ -486,7 +486,10 @@ def _render(template: str, values: dict[str, str]) -> str:
 
 
 # Words spelled with a vowel that sound like a consonant ("a uniform"), and the reverse.
-_A_BEFORE = ("uni", "use", "usu", "ure", "uro", "uk", "eu", "one", "once", "ewe")
+_A_BEFORE = (
+    *("unic", "unif", "unil", "unio", "uniq", "unis", "unit", "univ"),  # not "uninsured"
+    *("use", "usu", "ure", "uro", "uti", "uk", "eu", "one", "once", "ewe"),
+)
 _AN_BEFORE = ("hour", "honest", "honor", "honour", "heir")
 _AN_LETTERS = "AEFHILMNORSX"  # letters whose names start with a vowel sound ("an HIV-positive")
 
