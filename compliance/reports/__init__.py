@@ -1,0 +1,1 @@
+"""Compliance reports: collected, signed, rendered (docs/reports.md)."""
