@@ -244,7 +244,7 @@ def test_the_outline_and_the_contents_links_lead_to_the_sections(sample_pdf, sam
     assert [entry.title for entry in top] == titles()
     for entry in top:
         page = reader.get_destination_page_number(entry)
-        assert re.search(rf"^{re.escape(entry.title)}$", sample_pages[page], re.MULTILINE)
+        assert re.search(rf"^{re.escape(str(entry.title))}$", sample_pages[page], re.MULTILINE)
     links = [a.get_object() for a in reader.pages[1].get("/Annots", [])]
     targets = [reader.get_page_number(link["/Dest"][0].get_object()) for link in links]
     assert targets == [reader.get_destination_page_number(entry) for entry in top]
