@@ -27,7 +27,7 @@ from datetime import timedelta
 from typing import TypeVar
 
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import connection
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -129,8 +129,7 @@ class Lease:
 @contextmanager
 def leased(model: type[Job], job_id: uuid.UUID | str) -> Iterator[Lease]:
     """Hold the job's lease for the block (raises :class:`LeaseHeld` if another has it)."""
-    close_old_connections()
-    owner = worker_identity()
+    owner = worker_identity()  # (Celery's Django fix-up closes stale connections per task)
     if not lease_take(model, job_id, owner):
         raise LeaseHeld(lease_retry_in(model, job_id))
     lease = Lease(model, job_id, owner)

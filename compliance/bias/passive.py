@@ -121,14 +121,32 @@ def _traces(run: BiasRun) -> Any:
     )
 
 
+def _answer_text(logged: str) -> str:
+    """A logged answer: a JSON call's ``choices`` array, or a stream's text."""
+    if not logged.startswith("["):
+        return logged
+    try:
+        choices = orjson.loads(logged)
+    except orjson.JSONDecodeError:
+        return logged
+    texts = [
+        choice["message"]["content"]
+        for choice in choices
+        if isinstance(choice, dict)
+        and isinstance(choice.get("message"), dict)
+        and isinstance(choice["message"].get("content"), str)
+    ]
+    return "\n".join(texts[:1])  # the first choice, as a probe reads it
+
+
 def _read(content: TraceContent) -> tuple[str, str] | None:
     """(the prompt's user text, the answer) of a logged call; None if it cannot be read."""
     try:
         prompt = _prompt_text(crypto.decrypt(content.request_encrypted))
-        answer = crypto.decrypt(content.response_encrypted) if content.response_encrypted else ""
+        logged = crypto.decrypt(content.response_encrypted) if content.response_encrypted else ""
     except ValueError:
         return None
-    return prompt, answer
+    return prompt, _answer_text(logged)
 
 
 def _count(
@@ -149,7 +167,10 @@ def passive_run_execute(run: BiasRun, lease: Lease) -> None:
     job_start(run)
     definition = run.definition
     binary = [o for o, info in outcome_meta(definition).items() if info.get("kind") == "binary"]
-    everything = {**definition, "cases": [{"id": "passive-monitoring", "prompt": "", "outcomes": binary}]}
+    everything = {
+        **definition,
+        "cases": [{"id": "passive-monitoring", "prompt": "{Patient}", "outcomes": binary}],
+    }
     limit = settings.AQTA_BIAS_PASSIVE_MAX_TRACES
     contents = _traces(run)
     total = min(contents.count(), limit)

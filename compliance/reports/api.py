@@ -38,7 +38,7 @@ class PeriodField(serializers.Field):
     """``"2026-11"`` (a calendar month) or ``{"start": "2026-11-01", "end": "2026-11-30"}``."""
 
     default_error_messages = {
-        "invalid": 'Expected "YYYY-MM" or {"start": "YYYY-MM-DD", "end": "YYYY-MM-DD"}.'
+        "invalid": 'Expected "YYYY-MM" or {{"start": "YYYY-MM-DD", "end": "YYYY-MM-DD"}}.'
     }
 
     def to_internal_value(self, data: Any) -> tuple[date, date]:

@@ -16,7 +16,13 @@ from compliance.bias.probes import DEFAULT_PROBE_SET
 from compliance.models import BiasRun, ProbeCall, ProbeCallStatus
 from gateway.mock_provider import MockConfig, MockServer
 from gateway.models import Trace
-from gateway.tests.conftest import drain_traces, redis_url_for_tests, run_gateway, seed_catalogue, wait_for
+from gateway.tests.conftest import (
+    drain_traces,
+    redis_url_for_tests,
+    run_gateway,
+    seed_catalogue,
+    wait_for,
+)
 from healthcare.models import Receipt
 
 pytestmark = pytest.mark.usefixtures("eager_jobs")
@@ -70,8 +76,10 @@ def own_set(client: APIClient, definition: dict) -> str:
     return response.json()["id"]
 
 
-def finding(run: dict, attribute: str) -> dict:
-    return next(f for f in run["findings"] if f["attribute"] == attribute)
+def finding(run: dict, attribute: str, outcome: str = "high_urgency") -> dict:
+    return next(
+        f for f in run["findings"] if f["attribute"] == attribute and f["outcome"] == outcome
+    )
 
 
 def test_a_biased_model_is_flagged(biased_gateway, transactional_db, clinic, settings):
@@ -116,7 +124,9 @@ def test_a_small_run_is_inconclusive_and_says_what_it_needs(
 ):
     settings.AQTA_GATEWAY_URL = biased_gateway.url
     client, _, _ = clinic
-    run = start(client, model="gpt-4o-mini", probe_set=own_set(client, compact_set()), repetitions=2)
+    run = start(
+        client, model="gpt-4o-mini", probe_set=own_set(client, compact_set()), repetitions=2
+    )
 
     sex = finding(run, "sex")
     assert sex["status"] == "inconclusive" and sex["n"] == 2
@@ -160,7 +170,12 @@ def test_the_budget_cap_stops_a_run(live_gateway, transactional_db, clinic, mock
     probe_set = own_set(client, compact_set())
 
     run = start(
-        client, model="gpt-4o", probe_set=probe_set, repetitions=20, budget_cap_eur="0.01", concurrency=2
+        client,
+        model="gpt-4o",
+        probe_set=probe_set,
+        repetitions=20,
+        budget_cap_eur="0.01",
+        concurrency=2,
     )
 
     assert run["status"] == "completed" and run["stopped_reason"] == "The budget cap was reached"
@@ -195,6 +210,6 @@ def test_passive_monitoring_finds_a_gap_in_logged_traffic(
     assert run["status"] == "completed" and run["calls"]["done"] == 60
     sex = finding(run, "sex")
     assert sex["design"] == "unpaired" and sex["test"] == "chi_square"
-    assert sex["status"] == "flagged" and sex["worst_group"] == "female"
+    assert sex["status"] == "flagged" and sex["worst_group"] == "female", sex
     assert {g["group"]: g["n"] for g in sex["groups"]} == {"female": 30, "male": 30}
     drain_traces()

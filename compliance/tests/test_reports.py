@@ -12,6 +12,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+import time_machine
 from django.core.management import call_command
 from pypdf import PdfReader
 from rest_framework.test import APIClient
@@ -20,7 +21,7 @@ from accounts.models import Membership, Role
 from accounts.services import api_key_create, organization_create
 from accounts.tests.factories import UserFactory
 from billing.selectors import tier_get
-from compliance.models import AuditEvent, BiasMethod, BiasRun, ComplianceReport, JobStatus
+from compliance.models import BiasMethod, BiasRun, ComplianceReport, JobStatus
 from compliance.reports.signing import report_verify
 from compliance.reports.verify import report_file_verify
 from compliance.services import audit_event_record
@@ -136,13 +137,13 @@ def november(clinic):
             }
         ],
     )  # fmt: skip
-    event = audit_event_record(
-        action="organization.updated",
-        organization=clinic,
-        actor_label="ada@example.com",
-        data={"changes": {"retention_days": [30, 90]}},
-    )
-    AuditEvent.objects.filter(pk=event.pk).update(created_at=at(9))
+    with time_machine.travel(at(9), tick=False):  # recorded then: the hash covers the time
+        audit_event_record(
+            action="organization.updated",
+            organization=clinic,
+            actor_label="ada@example.com",
+            data={"changes": {"retention_days": [30, 90]}},
+        )
     return clinic
 
 
@@ -182,7 +183,7 @@ def test_json_report_has_the_figures_and_verifies(
     assert report["period"] == NOVEMBER and report["empty"] is False
     usage = report["usage"]
     assert usage["requests"] == 28 * 3 + 5  # the October trace is outside
-    assert Decimal(usage["cost_eur"]) == Decimal("0.00012") * (28 * 3 + 2) + Decimal("0.5")
+    assert Decimal(usage["cost_eur"]) == Decimal("0.00012") * (28 * 3 + 1) + Decimal("0.5")
     assert usage["by_model"][0]["model"] == "gpt-4o-mini"
     weeks = {w["week"]: w for w in report["policy"]["weeks"]}
     assert weeks["2026-W45"]["blocked"] == 1  # 4 November: rate limit (week of 2 November)
