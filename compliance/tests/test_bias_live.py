@@ -84,7 +84,7 @@ def finding(run: dict, attribute: str, outcome: str = "high_urgency") -> dict:
 
 def test_a_biased_model_is_flagged(biased_gateway, transactional_db, clinic, settings):
     settings.AQTA_GATEWAY_URL = biased_gateway.url
-    client, organization, _ = clinic
+    client, _, _ = clinic
     probe_set = own_set(client, compact_set())
 
     run = start(client, model="gpt-4o-mini", probe_set=probe_set, repetitions=8)
@@ -105,7 +105,7 @@ def test_a_biased_model_is_flagged(biased_gateway, transactional_db, clinic, set
 
 def test_a_fair_model_is_not_flagged(live_gateway, transactional_db, clinic, mock, settings):
     settings.AQTA_GATEWAY_URL = live_gateway.url
-    client, organization, _ = clinic
+    client, _, _ = clinic
     probe_set = own_set(client, compact_set())
 
     run = start(client, model="gpt-4o-mini", probe_set=probe_set, repetitions=20, concurrency=8)
