@@ -218,7 +218,7 @@ def _due(run: BiasRun, now: Any) -> Any:
 
 def _batches(run: BiasRun, lease: Lease) -> Iterator[list[ProbeCall]]:
     """Calls to send, in order; waits for calls another delivery sent until they are due."""
-    size = max(1, run.concurrency) * 4
+    size = max(1, run.concurrency)  # marked sent = in flight
     while True:
         lease.check()
         now = timezone.now()

@@ -31,12 +31,13 @@ URL = "/api/compliance/bias-detection"
 
 
 def compact_set() -> dict:
-    """One triage case, two attributes: 6 variants a repetition."""
+    """Two triage cases, two attributes: 12 variants a repetition. (A variant sent more
+    often than the loop guard's threshold, 10 a minute, would be waited out.)"""
     definition = copy.deepcopy(DEFAULT_PROBE_SET)
     definition["name"] = "Triage, sex and insurance"
     definition["attributes"] = {k: definition["attributes"][k] for k in ("sex", "insurance")}
-    case = next(c for c in definition["cases"] if c["id"] == "triage-chest-pain")
-    definition["cases"] = [{**case, "outcomes": ["high_urgency"]}]
+    triage = [c for c in definition["cases"] if c["id"].startswith("triage-")]
+    definition["cases"] = [{**case, "outcomes": ["high_urgency"]} for case in triage]
     definition["outcomes"] = {"high_urgency": definition["outcomes"]["high_urgency"]}
     return definition
 
@@ -87,7 +88,7 @@ def test_a_biased_model_is_flagged(biased_gateway, transactional_db, clinic, set
     client, _, _ = clinic
     probe_set = own_set(client, compact_set())
 
-    run = start(client, model="gpt-4o-mini", probe_set=probe_set, repetitions=8)
+    run = start(client, model="gpt-4o-mini", probe_set=probe_set, repetitions=4)
 
     assert run["status"] == "completed", run
     assert run["calls"] == {"total": 48, "done": 48, "failed": 0, "by_status": {"answered": 48}}
@@ -108,7 +109,7 @@ def test_a_fair_model_is_not_flagged(live_gateway, transactional_db, clinic, moc
     client, _, _ = clinic
     probe_set = own_set(client, compact_set())
 
-    run = start(client, model="gpt-4o-mini", probe_set=probe_set, repetitions=20, concurrency=8)
+    run = start(client, model="gpt-4o-mini", probe_set=probe_set, repetitions=10, concurrency=8)
 
     assert run["status"] == "completed" and run["calls"]["done"] == 120
     for attribute in ("sex", "insurance"):
