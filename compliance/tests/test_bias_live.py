@@ -130,7 +130,7 @@ def test_a_small_run_is_inconclusive_and_says_what_it_needs(
     )
 
     sex = finding(run, "sex")
-    assert sex["status"] == "inconclusive" and sex["n"] == 2
+    assert sex["status"] == "inconclusive" and 0 < sex["n"] < sex["n_required"]
     assert sex["n_required"] > 2 and str(sex["n_required"]) in sex["reason"]
     drain_traces()
 
