@@ -73,7 +73,8 @@ class AuditFilterForm(DashboardForm):
 
 
 def _date_input() -> forms.DateInput:
-    return forms.DateInput({"type": "date"})
+    # ISO, whatever the locale: the only value format a date input takes.
+    return forms.DateInput({"type": "date"}, format="%Y-%m-%d")
 
 
 class ProbeRunForm(DashboardForm):
@@ -85,7 +86,6 @@ class ProbeRunForm(DashboardForm):
         min_value=1,
         max_value=MAX_REPETITIONS,
         initial=3,
-        help_text="Each variant is sent this many times.",
     )
     budget_cap_eur = forms.DecimalField(
         min_value=Decimal("0.01"),
@@ -93,11 +93,8 @@ class ProbeRunForm(DashboardForm):
         decimal_places=2,
         initial=Decimal("5.00"),
         label="Budget cap (EUR)",
-        help_text="The run stops when its calls have cost this much.",
     )
-    concurrency = forms.IntegerField(
-        min_value=1, max_value=16, initial=4, help_text="Calls in flight at once."
-    )
+    concurrency = forms.IntegerField(min_value=1, max_value=16, initial=4)
 
     def __init__(self, *args: Any, models: Choices, probe_sets: Choices, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -112,7 +109,7 @@ class PassiveRunForm(DashboardForm):
         label="Probe set", help_text="Its attributes and outcomes are looked for."
     )
     start = forms.DateField(label="From", widget=_date_input())
-    end = forms.DateField(label="To", widget=_date_input(), help_text="Included (UTC days).")
+    end = forms.DateField(label="To", widget=_date_input())
 
     def __init__(self, *args: Any, probe_sets: Choices, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -149,31 +146,38 @@ def last_month(today: date) -> str:
     return f"{previous:%Y-%m}"
 
 
+MONTHS_OFFERED = 36
+
+
+def month_choices(today: date) -> Choices:
+    """This month (so far) and the 36 before it, newest first; other periods are given
+    as days."""
+    choices: Choices = [("", "Other period: give the days")]
+    first = today.replace(day=1)
+    for n in range(MONTHS_OFFERED + 1):
+        label = f"{first:%B %Y}" + (" (so far)" if n == 0 else "")
+        choices.append((f"{first:%Y-%m}", label))
+        first = (first - timedelta(days=1)).replace(day=1)
+    return choices
+
+
 class ReportRequestForm(DashboardForm):
     """A report of a calendar month, or of any start and end day (both included)."""
 
-    month = forms.CharField(
-        required=False,
-        max_length=7,
-        help_text="A calendar month, or leave empty and give the days.",
-        widget=forms.TextInput({"type": "month", "placeholder": "YYYY-MM"}),
-    )
+    month = forms.ChoiceField(required=False)
     start = forms.DateField(required=False, label="Or from", widget=_date_input())
     end = forms.DateField(required=False, label="To", widget=_date_input())
     format = forms.ChoiceField(choices=ReportFormat.choices, initial=ReportFormat.PDF)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["month"].initial = last_month(timezone.now().date())
+        today = timezone.now().date()
+        self._choices("month").choices = month_choices(today)
+        self.fields["month"].initial = last_month(today)
 
     def clean_month(self) -> tuple[date, date] | None:
-        text: str = self.cleaned_data["month"].strip()
-        if not text:
-            return None
-        bounds = month_bounds(text)
-        if bounds is None:
-            raise forms.ValidationError("Give the month as YYYY-MM, e.g. 2026-11.")
-        return bounds
+        text: str = self.cleaned_data["month"]
+        return month_bounds(text) if text else None
 
     def clean(self) -> dict[str, Any]:
         super().clean()
@@ -182,7 +186,9 @@ class ReportRequestForm(DashboardForm):
             return data
         month, start, end = data.get("month"), data.get("start"), data.get("end")
         if month and (start or end):
-            raise forms.ValidationError("Give a month or a start and end day, not both.")
+            raise forms.ValidationError(
+                "Give a month or the days, not both: pick “Other period” to give the days."
+            )
         if month:
             start, end = month
         elif not (start and end):

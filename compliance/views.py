@@ -276,13 +276,6 @@ def _finite(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def _p_text(value: Any) -> str | None:
-    number = _finite(value)
-    if number is None:
-        return None
-    return f"{number:.2g}" if number >= 0.0001 else f"{number:.1e}"
-
-
 def _label(definition: Any, *path: str) -> str:
     """A label from the run's probe set (``attributes.<a>.label`` ...), else the id."""
     node = definition
@@ -328,7 +321,6 @@ def _card(finding: dict[str, Any], definition: Any) -> dict[str, Any]:
         "reason": str(finding.get("reason") or ""),
         "continuous": finding.get("kind") == "continuous",
         "paired": finding.get("design") == "paired",
-        "q_value": _p_text(finding.get("q_value")),
         "rows": [_group_row(row, definition, attribute) for row in rows],
     }
 

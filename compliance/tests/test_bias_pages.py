@@ -200,8 +200,8 @@ def test_the_list_shows_each_run_newest_first(owner, clinic):
     assert "120 / 270" in row
     rest = html[html.index(f'data-run-id="{done.pk}"') :]
     assert "data-poll-url" not in rest.split("</tr>")[0]
-    assert 'data-testid="run-flagged"><span class="badge bad">1</span>' in rest
-    assert 'data-testid="run-inconclusive"><span class="badge warn">1</span>' in rest
+    assert '<span class="badge bad" data-testid="run-flagged">1 flagged</span>' in rest
+    assert '<span class="badge warn" data-testid="run-inconclusive">1 inconclusive</span>' in rest
     assert "€0.41" in rest and "of €5.00" in rest
 
 

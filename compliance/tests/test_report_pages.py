@@ -19,7 +19,7 @@ from accounts.models import Membership, Role
 from accounts.services import organization_create
 from accounts.tests.factories import UserFactory
 from billing.selectors import tier_get
-from compliance.forms import last_month, month_bounds
+from compliance.forms import last_month, month_bounds, month_choices
 from compliance.models import AuditEvent, ComplianceReport, JobStatus, ReportFormat
 from compliance.reports.generate import public_id
 from compliance.reports.signing import report_sign, report_verify
@@ -193,10 +193,24 @@ def test_the_list_is_paginated_and_scoped_to_the_organisation(owner, clinic, org
     assert set(first + second) == mine
 
 
-def test_the_form_offers_last_month(owner):
+def test_the_form_offers_the_recent_months_with_last_month_chosen(owner):
     html = owner.get(PAGE).content.decode()
-    expected = last_month(timezone.now().date())
-    assert f'type="month" name="month" value="{expected}"' in html
+    today = timezone.now().date()
+    expected = last_month(today)
+    label = date(int(expected[:4]), int(expected[5:]), 1).strftime("%B %Y")
+    assert f'<option value="{expected}" selected>{label}</option>' in html
+    assert f'<option value="{today:%Y-%m}">{today:%B %Y} (so far)</option>' in html
+
+
+def test_the_month_choices_go_back_three_years_across_new_year():
+    choices = month_choices(date(2027, 1, 20))
+    assert choices[0][0] == ""
+    assert choices[1:4] == [
+        ("2027-01", "January 2027 (so far)"),
+        ("2026-12", "December 2026"),
+        ("2026-11", "November 2026"),
+    ]
+    assert len(choices) == 1 + 37 and choices[-1] == ("2024-01", "January 2024")
 
 
 # --- Requesting a report -----------------------------------------------------------------
@@ -260,10 +274,11 @@ def _future_month() -> str:
     [
         ({"start": "2026-11-02", "end": "2026-11-01"}, "end", "before the start date"),
         ({"start": "2025-01-01", "end": "2026-01-02"}, "end", "At most 366 days."),
-        ({"month": "2026-13"}, "month", "Give the month as YYYY-MM"),
-        ({"month": "1999-12"}, "month", "Give the month as YYYY-MM"),
-        ({"month": "2026-11\x00"}, "month", "Null characters are not allowed."),
-        ({"month": "2026-11" * 1000}, "month", "at most 7 characters"),
+        ({"month": "2026-13"}, "month", "Select a valid choice."),
+        ({"month": "1999-12"}, "month", "Select a valid choice."),
+        ({"month": _future_month()}, "month", "Select a valid choice."),
+        ({"month": "2026-11\x00"}, "month", "Select a valid choice."),
+        ({"month": "2026-11" * 1000}, "month", "Select a valid choice."),
         ({"start": "2026-02-30", "end": "2026-03-01"}, "start", "Enter a valid date."),
         ({"month": "2026-10", "format": "docx"}, "format", "Select a valid choice."),
     ],
@@ -277,8 +292,10 @@ def test_bad_input_is_shown_in_the_form(owner, body, field, message):
 
 
 def test_a_period_that_has_not_begun_is_refused(owner):
-    html = owner.post(PAGE, {"month": _future_month(), "format": "json"}).content.decode()
-    assert field_errors(html, "month") == ["The period has not begun."]
+    tomorrow = timezone.now().date() + timedelta(days=1)
+    body = {"start": tomorrow.isoformat(), "end": (tomorrow + timedelta(days=6)).isoformat()}
+    html = owner.post(PAGE, {"format": "json", **body}).content.decode()
+    assert field_errors(html, "start") == ["The period has not begun."]
     assert not ComplianceReport.objects.exists()
 
 
@@ -289,7 +306,7 @@ def test_a_period_that_has_not_begun_is_refused(owner):
         ({"start": "2026-11-01"}, "Give a month, or both a start and an end day."),
         (
             {"month": "2026-11", "start": "2026-11-01", "end": "2026-11-30"},
-            "Give a month or a start and end day, not both.",
+            "Give a month or the days, not both: pick “Other period” to give the days.",
         ),
     ],
 )
