@@ -28,4 +28,12 @@ urlpatterns = [
     path("members/<int:membership_id>/role/", views.member_role, name="member-role"),
     path("members/<int:membership_id>/remove/", views.member_remove, name="member-remove"),
     path("audit/", compliance_views.audit, name="audit"),
+    path("bias/", compliance_views.bias, name="bias"),
+    path("bias/<uuid:run_id>/", compliance_views.bias_run_detail, name="bias-run"),
+    path("reports/", compliance_views.reports, name="reports"),
+    path(
+        "reports/<str:reference>/download/",
+        compliance_views.report_download,
+        name="report-download",
+    ),
 ]
