@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import TypeVar
+from typing import Any
 
 from django.conf import settings
 from django.db import connection
@@ -34,8 +34,6 @@ from django.utils import timezone
 from compliance.models import BiasRun, ComplianceReport, JobFields, JobStatus
 
 logger = logging.getLogger("aqta.compliance")
-
-Job = TypeVar("Job", bound=JobFields)
 
 
 class LeaseHeld(Exception):
@@ -59,11 +57,11 @@ def lease_seconds() -> float:
     return float(settings.AQTA_JOB_LEASE_SECONDS)
 
 
-def lease_take(model: type[Job], job_id: uuid.UUID | str, owner: str) -> bool:
+def lease_take(model: Any, job_id: uuid.UUID | str, owner: str) -> bool:
     """Claim the job for ``owner`` unless a live lease of another worker holds it."""
     now = timezone.now()
     claimed = (
-        model.objects.filter(pk=job_id)
+        model._default_manager.filter(pk=job_id)
         .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now) | Q(lease_owner=owner))
         .update(
             lease_owner=owner,
@@ -71,31 +69,33 @@ def lease_take(model: type[Job], job_id: uuid.UUID | str, owner: str) -> bool:
             attempts=F("attempts") + 1,
         )
     )
-    return claimed == 1
+    return bool(claimed == 1)
 
 
-def lease_renew(model: type[Job], job_id: uuid.UUID | str, owner: str) -> bool:
+def lease_renew(model: Any, job_id: uuid.UUID | str, owner: str) -> bool:
     until = timezone.now() + timedelta(seconds=lease_seconds())
-    return model.objects.filter(pk=job_id, lease_owner=owner).update(lease_until=until) == 1
+    return bool(model.objects.filter(pk=job_id, lease_owner=owner).update(lease_until=until) == 1)
 
 
-def lease_release(model: type[Job], job_id: uuid.UUID | str, owner: str) -> None:
-    model.objects.filter(pk=job_id, lease_owner=owner).update(lease_owner="", lease_until=None)
+def lease_release(model: Any, job_id: uuid.UUID | str, owner: str) -> None:
+    model._default_manager.filter(pk=job_id, lease_owner=owner).update(
+        lease_owner="", lease_until=None
+    )
 
 
-def lease_retry_in(model: type[Job], job_id: uuid.UUID | str) -> float:
+def lease_retry_in(model: Any, job_id: uuid.UUID | str) -> float:
     """Seconds until the current lease could lapse (at least one)."""
-    until = model.objects.filter(pk=job_id).values_list("lease_until", flat=True).first()
+    until = model._default_manager.filter(pk=job_id).values_list("lease_until", flat=True).first()
     if until is None:
         return 1.0
-    return max(1.0, (until - timezone.now()).total_seconds() + 0.5)
+    return float(max(1.0, (until - timezone.now()).total_seconds() + 0.5))
 
 
 class Lease:
     """A held lease and its heartbeat. ``check()`` raises :class:`LeaseLost` once a renewal
     found another owner (the job's steps call it between units of work)."""
 
-    def __init__(self, model: type[JobFields], job_id: uuid.UUID | str, owner: str) -> None:
+    def __init__(self, model: Any, job_id: uuid.UUID | str, owner: str) -> None:
         self.model, self.job_id, self.owner = model, job_id, owner
         self.lost = threading.Event()
         self._stop = threading.Event()
@@ -127,7 +127,7 @@ class Lease:
 
 
 @contextmanager
-def leased(model: type[Job], job_id: uuid.UUID | str) -> Iterator[Lease]:
+def leased(model: Any, job_id: uuid.UUID | str) -> Iterator[Lease]:
     """Hold the job's lease for the block (raises :class:`LeaseHeld` if another has it)."""
     owner = worker_identity()  # (Celery's Django fix-up closes stale connections per task)
     if not lease_take(model, job_id, owner):
@@ -146,7 +146,7 @@ def progress_set(job: JobFields, *, progress: int, step: str) -> None:
     """Store the job's progress (0-100) and current step, visible to the API at once."""
     job.progress = max(0, min(100, progress))
     job.step = step[:200]
-    type(job).objects.filter(pk=job.pk).update(progress=job.progress, step=job.step)
+    type(job)._default_manager.filter(pk=job.pk).update(progress=job.progress, step=job.step)
 
 
 def job_start(job: JobFields) -> None:
@@ -154,7 +154,9 @@ def job_start(job: JobFields) -> None:
     if job.status == JobStatus.QUEUED:
         job.status = JobStatus.RUNNING
         job.started_at = timezone.now()
-        type(job).objects.filter(pk=job.pk).update(status=job.status, started_at=job.started_at)
+        type(job)._default_manager.filter(pk=job.pk).update(
+            status=job.status, started_at=job.started_at
+        )
 
 
 def job_finish(job: JobFields, *, status: str, step: str, error: str = "") -> bool:
@@ -162,7 +164,7 @@ def job_finish(job: JobFields, *, status: str, step: str, error: str = "") -> bo
     now = timezone.now()
     done = (
         type(job)
-        .objects.filter(pk=job.pk)
+        ._default_manager.filter(pk=job.pk)
         .exclude(status__in=[JobStatus.COMPLETED, JobStatus.FAILED])
         .update(status=status, step=step[:200], error=error, finished_at=now, progress=100)
     )
@@ -174,15 +176,15 @@ def job_finish(job: JobFields, *, status: str, step: str, error: str = "") -> bo
             now,
             100,
         )
-    return done == 1
+    return bool(done == 1)
 
 
-def stalled(model: type[Job]) -> list[str]:
+def stalled(model: Any) -> list[str]:
     """Unfinished jobs nobody holds: queued for over a lease period, or running with a
     lapsed lease. Their messages were lost (or are waiting out a visibility timeout)."""
     now = timezone.now()
     grace = now - timedelta(seconds=lease_seconds())
-    rows = model.objects.filter(status__in=[JobStatus.QUEUED, JobStatus.RUNNING]).filter(
+    rows = model._default_manager.filter(status__in=[JobStatus.QUEUED, JobStatus.RUNNING]).filter(
         Q(lease_until__lt=now) | Q(lease_until__isnull=True, created_at__lt=grace)
     )
     return [str(pk) for pk in rows.values_list("pk", flat=True)[:100]]

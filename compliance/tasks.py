@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from celery import shared_task
+from celery import Task, shared_task
 from django.db import DatabaseError
 
 from compliance import checkpoints, retention
@@ -25,17 +25,20 @@ def audit_checkpoint() -> dict:
 
 # Long jobs: acknowledged only when done, so a worker killed mid-run leaves the message to
 # be delivered again; the lease (compliance.jobs) keeps two deliveries from running at once.
-LONG_JOB = {"bind": True, "acks_late": True, "reject_on_worker_lost": True, "max_retries": None}
-
-
-def _postponed(task, held: LeaseHeld) -> str:
+def _postponed(task: Task, held: LeaseHeld) -> str:
     if task.request.is_eager:  # one process, nothing to wait for: a stale lease lapses alone
         return "busy"
     raise task.retry(countdown=held.retry_in)
 
 
-@shared_task(name="compliance.tasks.bias_run", **LONG_JOB)
-def bias_run(self, run_id: str) -> str:
+@shared_task(
+    name="compliance.tasks.bias_run",
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    max_retries=None,
+)
+def bias_run(self: Task, run_id: str) -> str:
     """Execute (or continue) a bias detection run (docs/bias.md)."""
     try:
         return bias_run_execute(run_id)
@@ -45,8 +48,14 @@ def bias_run(self, run_id: str) -> str:
         raise self.retry(countdown=10, exc=error) from error
 
 
-@shared_task(name="compliance.tasks.report_generate", **LONG_JOB)
-def report_generate(self, report_id: str) -> str:
+@shared_task(
+    name="compliance.tasks.report_generate",
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    max_retries=None,
+)
+def report_generate(self: Task, report_id: str) -> str:
     """Collect, sign and render a compliance report (docs/reports.md)."""
     try:
         return report_execute(report_id)

@@ -10,7 +10,7 @@ from django.db import DatabaseError
 from compliance.bias.passive import passive_run_execute
 from compliance.bias.runner import key_retire, probe_run_execute, run_fail
 from compliance.jobs import LeaseLost, leased
-from compliance.models import BiasMethod, BiasRun
+from compliance.models import BiasMethod, BiasRun, JobStatus
 
 logger = logging.getLogger("aqta.compliance")
 
@@ -27,7 +27,7 @@ def bias_run_execute(run_id: uuid.UUID | str) -> str:
         return "finished"
     with leased(BiasRun, run.pk) as lease:
         run.refresh_from_db()
-        if run.finished:
+        if run.status in (JobStatus.COMPLETED, JobStatus.FAILED):
             return "finished"
         try:
             if run.method == BiasMethod.PASSIVE:

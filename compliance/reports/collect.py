@@ -271,7 +271,7 @@ def _high_risk(
         created_at__lt=end,
     ).order_by("-created_at")
     by_rule: dict[tuple[str, str], int] = defaultdict(int)
-    recent = []
+    recent: list[dict[str, Any]] = []
     for event in events.iterator(chunk_size=2000):
         data = event.data if isinstance(event.data, dict) else {}
         rules = [r for r in data.get("rules", []) if isinstance(r, dict)]

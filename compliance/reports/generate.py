@@ -128,7 +128,7 @@ def report_execute(report_id: uuid.UUID | str) -> str:
         return "finished"
     with leased(ComplianceReport, report.pk) as lease:
         report.refresh_from_db()
-        if report.finished:
+        if report.status in (JobStatus.COMPLETED, JobStatus.FAILED):
             return "finished"
         try:
             _execute(report, lease)

@@ -64,7 +64,8 @@ def clinic(make_key):
 def start(client: APIClient, **body) -> dict:
     response = client.post(URL, body, format="json")
     assert response.status_code == 202, response.content
-    return client.get(f"{URL}/{response.json()['id']}").json()
+    run: dict = client.get(f"{URL}/{response.json()['id']}").json()
+    return run
 
 
 def own_set(client: APIClient, definition: dict) -> str:
@@ -74,7 +75,7 @@ def own_set(client: APIClient, definition: dict) -> str:
         format="json",
     )
     assert response.status_code == 201, response.content
-    return response.json()["id"]
+    return str(response.json()["id"])
 
 
 def finding(run: dict, attribute: str, outcome: str = "high_urgency") -> dict:

@@ -82,11 +82,12 @@ def slow_gateway(django_db_setup, django_db_blocker):
     """A gateway whose provider takes 150 ms a call, so a run lasts long enough to be cut."""
     with django_db_blocker.unblock():
         seed_catalogue()
+    assert REDIS is not None
     broker = redis.Redis.from_url(REDIS)
     broker.delete("celery", "unacked", "unacked_index")  # no message of an earlier run
     with (
         MockServer(MockConfig(chunks=5, latency_ms=150)) as mock,
-        run_gateway(mock, redis_url=REDIS, **JOB_ENV) as gateway,
+        run_gateway(mock, redis_url=REDIS, **JOB_ENV) as gateway,  # type: ignore[arg-type]
     ):
         yield gateway
 

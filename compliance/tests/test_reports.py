@@ -151,7 +151,7 @@ def post(client, body, capture) -> dict:
     with jobs_run(capture):
         response = client.post(URL, body, format="json")
     assert response.status_code == 202, response.content
-    detail = client.get(f"/api/compliance/reports/{response.json()['id']}").json()
+    detail: dict = client.get(f"/api/compliance/reports/{response.json()['id']}").json()
     return detail
 
 
@@ -255,7 +255,9 @@ def test_a_tampered_pdf_fails_verification(
     pdf = download(client, detail)
     from compliance.reports.pdf import report_attachment, report_pdf
 
-    document = orjson.loads(report_attachment(pdf))
+    attached = report_attachment(pdf)
+    assert attached is not None
+    document = orjson.loads(attached)
     integrity = document["integrity"]
     document["report"]["usage"]["cost_eur"] = "0.000001"  # re-rendered with the old signature
     forged = report_pdf(
@@ -294,7 +296,7 @@ def test_an_empty_period_is_a_valid_report_that_says_so(
 
 
 def _render_first_page(pdf: bytes, name: str) -> None:
-    import pypdfium2
+    import pypdfium2  # type: ignore[import-untyped]
 
     document = pypdfium2.PdfDocument(pdf)
     image = document[0].render(scale=1.5).to_pil()
@@ -316,20 +318,24 @@ def test_members_read_but_do_not_request(clinic, client, django_capture_on_commi
     detail = post(
         client, {"period": "2026-11", "format": "json"}, django_capture_on_commit_callbacks
     )
-    member = UserFactory()
+    member = UserFactory.create()
     Membership.objects.create(user=member, organization=clinic, role=Role.MEMBER)
     session = APIClient()
     session.force_login(member)
-    headers = {"HTTP_X_AQTA_ORGANIZATION": str(clinic.pk)}
+    headers = {"X-Aqta-Organization": str(clinic.pk)}
 
-    refused = session.post(URL, {"period": "2026-11"}, format="json", **headers)
+    refused = session.post(URL, {"period": "2026-11"}, format="json", headers=headers)
     assert refused.status_code == 403 and refused.json()["error"]["code"] == "permission_denied"
-    assert session.get(f"/api/compliance/reports/{detail['id']}", **headers).status_code == 200
-    assert session.get(detail["download_url"], **headers).status_code == 200
+    assert (
+        session.get(f"/api/compliance/reports/{detail['id']}", headers=headers).status_code == 200
+    )
+    assert session.get(detail["download_url"], headers=headers).status_code == 200
 
 
 def test_another_organisations_report_is_404(client, user, django_capture_on_commit_callbacks):
-    other = organization_create(name="Other", owner=UserFactory(), tier=tier_get(slug="healthcare"))
+    other = organization_create(
+        name="Other", owner=UserFactory.create(), tier=tier_get(slug="healthcare")
+    )
     theirs = ComplianceReport.objects.create(
         organization=other,
         period_start=date(2026, 11, 1),
