@@ -15,7 +15,7 @@ from django.http import HttpResponse
 from django.urls import reverse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -34,6 +34,23 @@ PERIOD_MAX_DAYS = 366
 LIST_MAX = 100
 
 
+PERIOD_SCHEMA = {
+    "oneOf": [
+        {"type": "string", "pattern": r"^\d{4}-\d{2}$", "example": "2026-11"},
+        {
+            "type": "object",
+            "properties": {
+                "start": {"type": "string", "format": "date"},
+                "end": {"type": "string", "format": "date"},
+            },
+            "required": ["start", "end"],
+            "additionalProperties": False,
+        },
+    ]
+}
+
+
+@extend_schema_field(PERIOD_SCHEMA)
 class PeriodField(serializers.Field):
     """``"2026-11"`` (a calendar month) or ``{"start": "2026-11-01", "end": "2026-11-30"}``."""
 
