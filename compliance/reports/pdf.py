@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import io
+import math
 import re
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
@@ -535,7 +536,8 @@ def _usage(root: _Node) -> list[Flowable]:
         return [*flowables, _para("No requests in this period.")]
     flowables.append(
         _para(
-            f"{_n(requests)} requests, {_n(usage.integer('errors'))} of them errors; "
+            f"{_n(requests)} request{'s' if requests != 1 else ''}, "
+            f"{_n(usage.integer('errors'))} of them errors; "
             f"{_n(usage.integer('prompt_tokens'))} prompt and "
             f"{_n(usage.integer('completion_tokens'))} completion tokens; "
             f"cost {_eur(usage.money('cost_eur'))}."
@@ -562,7 +564,9 @@ def _usage(root: _Node) -> list[Flowable]:
 def _daily_charts(days: Sequence[tuple[str, int, Decimal]]) -> list[Flowable]:
     labels = [_clean(day, 10)[-5:] for day, _, _ in days]
     costs = [float(cost) for _, _, cost in days]
-    places = 2 if max(costs, default=0) >= 0.1 else 4
+    top = max(costs, default=0)
+    # Enough decimals that the axis's ticks differ: two past the largest amount's first digit.
+    places = 2 if top >= 0.1 or top <= 0 else min(8, 1 - math.floor(math.log10(top)) + 1)
     return [
         charts.daily_bars(labels, [count for _, count, _ in days],
                           title="Requests per day", width=_WIDTH,
