@@ -14,7 +14,6 @@ import sys
 import httpx
 import pytest
 import redis
-from django.conf import settings
 
 from compliance.bias.probes import DEFAULT_PROBE_SET
 from compliance.models import AuditEvent, BiasRun, JobStatus, ProbeCall, ProbeCallStatus
@@ -30,15 +29,7 @@ from gateway.tests.conftest import (
 )
 
 REDIS = redis_url_for_tests()
-pytestmark = [
-    pytest.mark.skipif(REDIS is None, reason="needs a Redis server for the Celery broker"),
-    # Three processes (gateway, worker, test) writing one SQLite file park some trace
-    # records as dead letters; the multi-host shape this test stands for is PostgreSQL's.
-    pytest.mark.skipif(
-        settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"),
-        reason="needs PostgreSQL: SQLite loses traces to concurrent writers of other processes",
-    ),
-]
+pytestmark = pytest.mark.skipif(REDIS is None, reason="needs a Redis server for the Celery broker")
 
 JOB_ENV = {
     "AQTA_JOB_LEASE_SECONDS": "3",
