@@ -78,7 +78,30 @@ def every_model(org, user, api_key, superuser) -> None:
     account = SocialAccount.objects.create(user=user, provider="google", uid="1234")
     SocialToken.objects.create(app=app, account=account, token="tok")
     _gateway_objects(org, api_key[0])
+    _compliance_jobs(org)
     checkpoint_run()  # the signed checkpoints of the audit chains
+
+
+def _compliance_jobs(org) -> None:
+    from datetime import date
+
+    from compliance.bias.probes import DEFAULT_PROBE_SET
+    from compliance.models import BiasRun, ComplianceReport, ProbeCall, ProbeSet
+
+    ProbeSet.objects.create(organization=org, name="ours", definition=DEFAULT_PROBE_SET)
+    run = BiasRun.objects.create(
+        organization=org, method="probe", model="gpt-4o-mini", probe_set_name="default",
+        definition=DEFAULT_PROBE_SET, key_secret_encrypted="never-shown",
+    )  # fmt: skip
+    ProbeCall.objects.create(
+        run=run, index=0, case_id="c", attribute="sex", group="female", repetition=0
+    )
+    ComplianceReport.objects.create(
+        organization=org,
+        period_start=date(2026, 11, 1),
+        period_end=date(2026, 11, 30),
+        format="pdf",
+    )
 
 
 def _gateway_objects(org, key) -> None:
@@ -395,3 +418,12 @@ def test_provider_credentials_are_never_shown(admin_client, every_model):
     assert page.status_code == 200
     assert "endpoint-secret" not in page.content.decode()
     assert endpoint.api_key_encrypted not in page.content.decode()
+
+
+def test_a_bias_runs_key_secret_is_never_shown(admin_client, every_model):
+    from compliance.models import BiasRun
+
+    run = BiasRun.objects.get()
+    page = admin_client.get(f"/admin/compliance/biasrun/{run.pk}/change/")
+    assert page.status_code == 200
+    assert b"never-shown" not in page.content and b"key_secret" not in page.content

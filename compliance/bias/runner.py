@@ -323,6 +323,10 @@ def _send_all(run: BiasRun, lease: Lease, secret: str) -> str:
                         else "The organisation's monthly quota was reached"
                     )
             _counts_refresh(run)
+            if run.budget_cap_eur is not None and run.spent_eur >= run.budget_cap_eur:
+                # The key's budget is monthly: a run that crosses into a new month would
+                # otherwise get a fresh one.
+                stopped = stopped or "The budget cap was reached"
             progress_set(
                 run,
                 progress=int(90 * run.calls_done / max(1, run.calls_total)),
