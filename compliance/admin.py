@@ -51,9 +51,10 @@ class ChainCheckpointAdmin(AppendOnlyAdmin):
 
 class ProbeCallInline(admin.TabularInline):
     model = ProbeCall
-    fields = ["index", "case_id", "attribute", "group", "repetition", "status", "sends",
-              "http_status", "error_code", "cost_eur", "trace_id"]  # fmt: skip
-    readonly_fields = fields
+    fields = readonly_fields = (
+        "index", "case_id", "attribute", "group", "repetition", "status", "sends",
+        "http_status", "error_code", "cost_eur", "trace_id",
+    )  # fmt: skip
     extra = 0
     max_num = 0
     can_delete = False
