@@ -380,7 +380,12 @@ class ProbeSetListApi(BiasApi):
         summary="Add a probe set",
         request=ProbeSetInput,
         parameters=[ORGANIZATION_PARAMETER],
-        responses={201: OpenApiTypes.OBJECT, **error_responses(400, 401, 403, 409)},
+        responses={
+            201: OpenApiTypes.OBJECT,
+            **error_responses(
+                400, 401, 403, 404, 409, s409="`conflict`: a probe set of that name exists."
+            ),
+        },
     )
     def post(self, request: Request) -> Response:
         self.require_manager("add probe sets")
