@@ -4,27 +4,31 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from compliance.reports.verify import report_file_verify
-from healthcare.keyring import key_for
+from healthcare.keyring import published
 from healthcare.signing import b64url_decode, key_id
 
 
-def _pinned(given: list[str], wanted: str | None) -> dict[str, str]:
-    if given:
-        pinned = {}
-        for public in given:
-            try:
-                raw = b64url_decode(public)
-            except ValueError:
-                raise CommandError(f"not a base64url public key: {public[:20]}") from None
-            pinned[key_id(raw)] = public
-        return pinned
-    known = key_for(wanted) if wanted else None
-    return {known.key_id: known.public_key} if known else {}
+def _pinned(given: list[str]) -> dict[str, str]:
+    """The keys to trust: those given, else every issuer key this deployment has had."""
+    if not given:
+        known = published()
+        keys = cast(list[dict[str, str]], known["keys"])
+        return {str(known["key_id"]): str(known["public_key"])} | {
+            k["key_id"]: k["public_key"] for k in keys
+        }
+    pinned = {}
+    for public in given:
+        try:
+            raw = b64url_decode(public)
+        except ValueError:
+            raise CommandError(f"not a base64url public key: {public[:20]}") from None
+        pinned[key_id(raw)] = public
+    return pinned
 
 
 class Command(BaseCommand):
@@ -51,9 +55,7 @@ class Command(BaseCommand):
             data = path.read_bytes()
         except OSError as error:
             raise CommandError(f"cannot read {path}: {error.strerror}") from None
-        verdict, document = report_file_verify(data, {})
-        wanted = verdict.key_id
-        verdict, document = report_file_verify(data, _pinned(options["public_key"], wanted))
+        verdict, document = report_file_verify(data, _pinned(options["public_key"]))
         report = document.get("report") if isinstance(document, dict) else None
         summary = {
             **verdict.as_dict(),
